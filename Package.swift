@@ -1,0 +1,36 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+// Strict settings for every Swift target, as hummingbird does: Swift 6 language mode
+// (complete concurrency checking) plus warnings we want to hear about.
+let strict: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("InternalImportsByDefault"),
+]
+
+let package = Package(
+    name: "balancerd",
+    products: [
+        .executable(name: "balancerd", targets: ["balancerd"]),
+        .library(name: "Balancer", targets: ["Balancer"]),
+        .library(name: "Discovery", targets: ["Discovery"]),
+    ],
+    targets: [
+        // The only C in the package: declarations Glibc does not export to Swift
+        // (epoll, eventfd, splice, pipe2) and wrappers for the sockaddr calls whose
+        // transparent-union parameters Swift cannot pass. See include/CBalancerShims.h.
+        .target(name: "CBalancerShims"),
+        .target(name: "Balancer", dependencies: ["CBalancerShims"], swiftSettings: strict),
+        .target(name: "Discovery", dependencies: ["Balancer"], swiftSettings: strict),
+        .executableTarget(name: "balancerd", dependencies: ["Balancer", "Discovery", "CBalancerShims"], swiftSettings: strict),
+        .target(name: "TestSupport", path: "Tests/TestSupport", swiftSettings: strict),
+        .testTarget(name: "BalancerTests", dependencies: ["Balancer", "TestSupport"], swiftSettings: strict),
+        .testTarget(
+            name: "IntegrationTests",
+            dependencies: ["TestSupport", "balancerd"],
+            exclude: [],
+            swiftSettings: strict
+        ),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,283 @@
+// The command-line contract of balancerd. The daemon's main.swift only calls `parse`,
+// prints `usage` or a `UsageError`, and asks for `configuration()`; keeping the rules
+// here lets them be unit-tested without starting a process.
+//
+//   balancerd [--config FILE] [--listen HOST:PORT] [--mode http|tcp] [--server HOST:PORT[,weight=N]]...
+//             [--threads N] [--grace DURATION] [--quiet]
+//   balancerd check --config FILE
+//   balancerd --help | --version
+//
+// plus `--demo`, which starts built-in demo backends (the daemon does that; here it is
+// only a flag).
+
+/// A command line that cannot be run. `message` is one line, meant to be printed after
+/// "balancerd: " and followed by a hint to use --help.
+public struct UsageError: Error, Sendable, Equatable, CustomStringConvertible {
+    public var message: String
+
+    public init(message: String) {
+        self.message = message
+    }
+
+    public var description: String { message }
+}
+
+public struct CommandLineOptions: Sendable, Equatable {
+    public enum Command: Sendable, Equatable {
+        /// Start the proxy.
+        case run
+        /// Parse and validate `--config`, then exit (status 0 when it is valid).
+        case check
+        case help
+        case version
+    }
+
+    public var command: Command
+    public var configPath: String?
+    /// nil when `--listen` was not given; `configuration()` then uses 0.0.0.0:80.
+    public var listen: HostPort?
+    /// nil when `--mode` was not given; `configuration()` then uses `defaultMode`.
+    public var mode: ProxyMode?
+    /// From `--server`, in order, named s1, s2, ...
+    public var servers: [ServerConfig]
+    /// `--threads`; overrides `nbthread` from the file.
+    public var threads: Int?
+    /// How long a graceful stop waits for open connections (`--grace`).
+    public var grace: Duration
+    public var quiet: Bool
+    public var demo: Bool
+
+    /// The mode used when neither `--mode` nor a config file says otherwise.
+    // TCP until HTTP mode lands; the HTTP-mode issue changes this to `.http`.
+    public static let defaultMode: ProxyMode = .tcp
+    public static let defaultListen = HostPort(host: "0.0.0.0", port: 80)
+    public static let defaultGrace: Duration = .seconds(10)
+
+    public init(command: Command = .run, configPath: String? = nil, listen: HostPort? = nil, mode: ProxyMode? = nil,
+                servers: [ServerConfig] = [], threads: Int? = nil, grace: Duration = CommandLineOptions.defaultGrace,
+                quiet: Bool = false, demo: Bool = false) {
+        self.command = command
+        self.configPath = configPath
+        self.listen = listen
+        self.mode = mode
+        self.servers = servers
+        self.threads = threads
+        self.grace = grace
+        self.quiet = quiet
+        self.demo = demo
+    }
+
+    public static let usage: String = """
+        usage: balancerd [--config FILE] [--listen HOST:PORT] [--mode http|tcp] [--server HOST:PORT[,weight=N]]...
+                         [--threads N] [--grace DURATION] [--quiet]
+               balancerd check --config FILE
+               balancerd --help | --version
+
+          --config FILE        read a haproxy.cfg (supported subset); cannot be combined with --listen/--server/--mode
+          --listen HOST:PORT   address to accept clients on (default 0.0.0.0:80; *:PORT and [::]:PORT work)
+          --mode http|tcp      proxy mode (default tcp)
+          --server HOST:PORT[,weight=N][,backup]
+                               a backend server; repeat for more (named s1, s2, ... in order; weight 0-256, default 1)
+          --threads N          event-loop threads, 1-1024 (default: one per CPU core); overrides nbthread
+          --grace DURATION     how long a graceful stop waits for open connections (default 10s;
+                               e.g. 500ms, 30s, 2m; a bare number is milliseconds, as in haproxy)
+          --quiet              log errors only
+          --demo               start built-in demo backends and balance across them
+          check                validate --config FILE and exit (status 0 when valid)
+          --help               print this help
+          --version            print the version
+
+        Flags take their value as --flag VALUE or --flag=VALUE.
+        """
+
+    /// Parses the arguments after argv[0]. `--help` and `--version` win over everything
+    /// after a successful scan, so `balancerd --server x:1 --help` prints help.
+    public static func parse(_ arguments: [String]) throws(UsageError) -> CommandLineOptions {
+        var options = CommandLineOptions()
+        var help = false
+        var version = false
+        var seen: Set<String> = []  // flags that may appear once
+        var used: [String] = []  // every flag, in order, for the `check` rule
+        var remaining = arguments[...]
+
+        if remaining.first == "check" {
+            options.command = .check
+            remaining = remaining.dropFirst()
+        }
+
+        while let argument = remaining.popFirst() {
+            guard argument.hasPrefix("--") else {
+                throw UsageError(message: "unexpected argument '\(argument)'" + (argument == "check" ? " ('check' must come first)" : ""))
+            }
+            let flag: String
+            var inlineValue: String? = nil
+            if let equals = argument.firstIndex(of: "=") {
+                flag = String(argument[..<equals])
+                inlineValue = String(argument[argument.index(after: equals)...])
+            } else {
+                flag = argument
+            }
+            used.append(flag)
+
+            /// The flag's value: after `=`, or the next argument unless that is another flag.
+            func value() throws(UsageError) -> String {
+                if let inlineValue {
+                    guard !inlineValue.isEmpty else { throw UsageError(message: "\(flag) needs a value") }
+                    return inlineValue
+                }
+                guard let next = remaining.first, !next.hasPrefix("--") else {
+                    throw UsageError(message: "\(flag) needs a value")
+                }
+                remaining = remaining.dropFirst()
+                return next
+            }
+            func noValue() throws(UsageError) {
+                if inlineValue != nil { throw UsageError(message: "\(flag) takes no value") }
+            }
+            func once() throws(UsageError) {
+                guard seen.insert(flag).inserted else { throw UsageError(message: "\(flag) given more than once") }
+            }
+
+            switch flag {
+            case "--config":
+                try once()
+                options.configPath = try value()
+            case "--listen":
+                try once()
+                let text = try value()
+                do throws(HAProxyParser.AddressError) {
+                    options.listen = try HAProxyParser.AddressSyntax.parse(text, isBind: true)
+                } catch {
+                    throw UsageError(message: "--listen: \(error.message)")
+                }
+            case "--mode":
+                try once()
+                let text = try value()
+                guard let mode = ProxyMode(rawValue: text) else {
+                    throw UsageError(message: "--mode: expected http or tcp, got '\(text)'")
+                }
+                options.mode = mode
+            case "--server":
+                let text = try value()
+                options.servers.append(try server(text, name: "s\(options.servers.count + 1)"))
+            case "--threads":
+                try once()
+                let text = try value()
+                guard HAProxyParser.isDecimal(text), let threads = Int(text), (1...1024).contains(threads) else {
+                    throw UsageError(message: "--threads: expected an integer from 1 to 1024, got '\(text)'")
+                }
+                options.threads = threads
+            case "--grace":
+                try once()
+                let text = try value()
+                guard let grace = DurationParser.parse(text) else {
+                    throw UsageError(message: "--grace: invalid duration '\(text)' (e.g. 500ms, 10s, 2m)")
+                }
+                options.grace = grace
+            case "--quiet":
+                try noValue()
+                options.quiet = true
+            case "--demo":
+                try noValue()
+                options.demo = true
+            case "--help":
+                try noValue()
+                help = true
+            case "--version":
+                try noValue()
+                version = true
+            default:
+                throw UsageError(message: "unknown option '\(flag)' (see --help)")
+            }
+        }
+
+        if help {
+            options.command = .help
+            return options
+        }
+        if version {
+            options.command = .version
+            return options
+        }
+        try options.validate(flags: used)
+        return options
+    }
+
+    /// The rules that involve more than one flag.
+    private func validate(flags: [String]) throws(UsageError) {
+        if configPath != nil {
+            if listen != nil || !servers.isEmpty || mode != nil {
+                throw UsageError(message: "--config cannot be combined with --listen/--server/--mode; put them in the file")
+            }
+            if demo {
+                throw UsageError(message: "--demo cannot be combined with --config; the demo brings its own servers")
+            }
+        }
+        switch command {
+        case .check:
+            guard configPath != nil else { throw UsageError(message: "check needs --config FILE") }
+            if let other = flags.first(where: { $0 != "--config" }) {
+                throw UsageError(message: "check takes only --config FILE, not \(other)")
+            }
+        case .run:
+            if configPath == nil && servers.isEmpty && !demo {
+                throw UsageError(message: "no servers: give --server HOST:PORT or --config FILE")
+            }
+        case .help, .version:
+            break
+        }
+    }
+
+    /// `HOST:PORT[,weight=N][,backup]`.
+    private static func server(_ text: String, name: String) throws(UsageError) -> ServerConfig {
+        let parts = text.split(separator: ",", omittingEmptySubsequences: false)
+        let address: HostPort
+        do throws(HAProxyParser.AddressError) {
+            address = try HAProxyParser.AddressSyntax.parse(String(parts[0]), isBind: false)
+        } catch {
+            throw UsageError(message: "--server: \(error.message)")
+        }
+        var server = ServerConfig(name: name, address: address)
+        var seen: Set<Substring> = []
+        for part in parts.dropFirst() {
+            let key = part.split(separator: "=", maxSplits: 1).first ?? part
+            guard seen.insert(key).inserted else {
+                throw UsageError(message: "--server: '\(key)' given more than once in '\(text)'")
+            }
+            if part == "backup" {
+                server.backup = true
+            } else if part.hasPrefix("weight=") {
+                let weight = part.dropFirst("weight=".count)
+                guard HAProxyParser.isDecimal(weight), let value = Int(weight), (0...256).contains(value) else {
+                    throw UsageError(message: "--server: weight must be an integer from 0 to 256, got '\(weight)'")
+                }
+                server.weight = value
+            } else {
+                throw UsageError(message: "--server: unknown option '\(part)' in '\(text)' (expected weight=N or backup)")
+            }
+        }
+        return server
+    }
+
+    /// The configuration a run (or `check`) uses. With `--config` it is the file's, with
+    /// `--threads` overriding `nbthread`; errors are `ConfigurationError`s from the parser.
+    /// Otherwise it is built from the flags: one frontend "main" on `--listen` (default
+    /// 0.0.0.0:80) forwarding to one backend "main" with the `--server` list and default
+    /// timeouts. With `--demo` and no `--server`, backend "main" has no servers: the
+    /// daemon starts the demo backends and fills them in.
+    public func configuration() throws(ConfigurationError) -> Configuration {
+        var configuration: Configuration
+        if let configPath {
+            configuration = try HAProxyParser.load(path: configPath)
+        } else {
+            let mode = mode ?? Self.defaultMode
+            configuration = Configuration(
+                frontends: [Frontend(name: "main", binds: [listen ?? Self.defaultListen], mode: mode, defaultBackend: "main")],
+                backends: [BackendConfig(name: "main", mode: mode, servers: servers)])
+        }
+        if let threads {
+            configuration.global.threads = threads
+        }
+        return configuration
+    }
+}

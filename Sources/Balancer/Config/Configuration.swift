@@ -1,0 +1,174 @@
+// The configuration model: plain values, no parsing and no I/O.
+//
+// haproxy keeps its type headers (`*-t.h`) apart from the code that fills them; we do
+// the same so the parser, the CLI and (later) the exporter all meet on these types.
+// Every value here is already resolved: `defaults` have been applied and durations are
+// `Duration`s, so the runtime never needs to know which source a setting came from.
+
+/// The whole daemon configuration: one or more frontends, each pointing at a backend.
+public struct Configuration: Sendable, Equatable {
+    public var global: GlobalSettings
+    public var frontends: [Frontend]
+    public var backends: [BackendConfig]
+
+    public init(global: GlobalSettings = GlobalSettings(), frontends: [Frontend] = [], backends: [BackendConfig] = []) {
+        self.global = global
+        self.frontends = frontends
+        self.backends = backends
+    }
+
+    /// The backend a frontend forwards to, by name.
+    public func backend(named name: String) -> BackendConfig? {
+        backends.first { $0.name == name }
+    }
+}
+
+/// `global` section settings.
+public struct GlobalSettings: Sendable, Equatable {
+    /// Concurrent client connections across all threads (haproxy `maxconn`).
+    public var maxConnections: Int = 10_000
+    /// Number of event-loop threads; nil means one per core (`nbthread`).
+    public var threads: Int? = nil
+
+    public init(maxConnections: Int = 10_000, threads: Int? = nil) {
+        self.maxConnections = maxConnections
+        self.threads = threads
+    }
+}
+
+public enum ProxyMode: String, Sendable, Equatable, CaseIterable {
+    case tcp
+    case http
+}
+
+/// Every timeout the proxy knows. Defaults follow the issue: connect 5 s, client and
+/// server inactivity 50 s. The HTTP ones are used by HTTP mode only.
+public struct Timeouts: Sendable, Equatable {
+    public var connect: Duration = .seconds(5)
+    public var client: Duration = .seconds(50)
+    public var server: Duration = .seconds(50)
+    public var httpRequest: Duration = .seconds(10)
+    public var httpKeepAlive: Duration = .seconds(10)
+
+    public init() {}
+}
+
+/// Host and port as written in the configuration (`bind`, `server`). Resolution to a
+/// socket address happens when the configuration is applied, not while parsing.
+public struct HostPort: Sendable, Hashable, CustomStringConvertible {
+    /// A literal IPv4/IPv6 address or a host name. `"*"`/`""` in a bind means all addresses.
+    public var host: String
+    public var port: UInt16
+
+    public init(host: String, port: UInt16) {
+        self.host = host
+        self.port = port
+    }
+
+    public var description: String {
+        host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
+    }
+}
+
+public struct Frontend: Sendable, Equatable {
+    public var name: String
+    public var binds: [HostPort]
+    public var mode: ProxyMode
+    public var defaultBackend: String
+    /// Only `client` (and the http-* ones) apply on the frontend side.
+    public var timeouts: Timeouts
+    /// haproxy `option forwardfor` (HTTP mode).
+    public var forwardFor: Bool
+
+    public init(name: String, binds: [HostPort], mode: ProxyMode, defaultBackend: String,
+                timeouts: Timeouts = Timeouts(), forwardFor: Bool = false) {
+        self.name = name
+        self.binds = binds
+        self.mode = mode
+        self.defaultBackend = defaultBackend
+        self.timeouts = timeouts
+        self.forwardFor = forwardFor
+    }
+}
+
+public enum BalanceAlgorithm: String, Sendable, Equatable {
+    case roundRobin = "roundrobin"
+}
+
+/// Active health check parameters of one server (`check inter D rise N fall N`).
+public struct HealthCheckConfig: Sendable, Equatable {
+    public var interval: Duration = .seconds(2)
+    public var rise: Int = 2
+    public var fall: Int = 3
+
+    public init(interval: Duration = .seconds(2), rise: Int = 2, fall: Int = 3) {
+        self.interval = interval
+        self.rise = rise
+        self.fall = fall
+    }
+}
+
+public struct ServerConfig: Sendable, Equatable {
+    public var name: String
+    public var address: HostPort
+    /// 0...256 as in haproxy; 0 means "no new traffic".
+    public var weight: Int
+    public var backup: Bool
+    /// nil when the server line has no `check`.
+    public var check: HealthCheckConfig?
+
+    public init(name: String, address: HostPort, weight: Int = 1, backup: Bool = false, check: HealthCheckConfig? = nil) {
+        self.name = name
+        self.address = address
+        self.weight = weight
+        self.backup = backup
+        self.check = check
+    }
+}
+
+public struct BackendConfig: Sendable, Equatable {
+    public var name: String
+    public var mode: ProxyMode
+    public var balance: BalanceAlgorithm
+    public var servers: [ServerConfig]
+    /// `connect` and `server` apply on the backend side.
+    public var timeouts: Timeouts
+    /// Extra connection attempts after the first fails (haproxy `retries`, default 3).
+    public var retries: Int
+    /// `option redispatch`: a retry may go to another server.
+    public var redispatch: Bool
+    /// `option allbackups`: use every backup server, not just the first.
+    public var allBackups: Bool
+
+    public init(name: String, mode: ProxyMode, balance: BalanceAlgorithm = .roundRobin, servers: [ServerConfig] = [],
+                timeouts: Timeouts = Timeouts(), retries: Int = 3, redispatch: Bool = true, allBackups: Bool = false) {
+        self.name = name
+        self.mode = mode
+        self.balance = balance
+        self.servers = servers
+        self.timeouts = timeouts
+        self.retries = retries
+        self.redispatch = redispatch
+        self.allBackups = allBackups
+    }
+}
+
+/// Error raised for a bad configuration file: always names the file, the line and the
+/// keyword, so the message can be acted on without opening a debugger.
+public struct ConfigurationError: Error, Sendable, Equatable, CustomStringConvertible {
+    public var file: String
+    public var line: Int
+    public var keyword: String
+    public var message: String
+
+    public init(file: String, line: Int, keyword: String, message: String) {
+        self.file = file
+        self.line = line
+        self.keyword = keyword
+        self.message = message
+    }
+
+    public var description: String {
+        "\(file):\(line): '\(keyword)': \(message)"
+    }
+}

@@ -1,0 +1,155 @@
+// Log lines assembled as bytes in a per-loop buffer and written to stderr once per loop
+// iteration, so logging costs no lock, no String and one write(2) per batch. Batches are
+// cut below PIPE_BUF (4096) so lines from different loops never interleave mid-line when
+// stderr is a pipe.
+import CBalancerShims
+import Glibc
+
+public final class LogBuffer {
+    private var bytes: [UInt8] = []
+    private let fd: CInt
+    private var cachedSecond: Int64 = -1
+    private var cachedDate: [UInt8] = []
+
+    public init(fd: CInt = 2) {
+        self.fd = fd
+        bytes.reserveCapacity(8192)
+        cachedDate.reserveCapacity(32)
+    }
+
+    /// Writes what is buffered. Called at the end of each loop iteration.
+    public func flush() {
+        guard !bytes.isEmpty else { return }
+        bytes.withUnsafeBytes { raw in
+            var offset = 0
+            while offset < raw.count {
+                let n = Glibc.write(fd, raw.baseAddress! + offset, raw.count - offset)
+                if n < 0 {
+                    if errno == EINTR { continue }
+                    break   // stderr gone or full: drop rather than block the loop forever
+                }
+                offset += n
+            }
+        }
+        bytes.removeAll(keepingCapacity: true)
+    }
+
+    /// Ends a line; flushes early if the next line could push the batch past PIPE_BUF.
+    public func endLine() {
+        bytes.append(UInt8(ascii: "\n"))
+        if bytes.count > 3000 { flush() }
+    }
+
+    @inline(__always) public func append(_ byte: UInt8) { bytes.append(byte) }
+    @inline(__always) public func append(_ other: [UInt8]) { bytes.append(contentsOf: other) }
+    public func append(_ string: StaticString) {
+        string.withUTF8Buffer { bytes.append(contentsOf: $0) }
+    }
+    public func append(_ string: String) {
+        bytes.append(contentsOf: string.utf8)
+    }
+
+    public func append(_ value: Int) {
+        if value < 0 {
+            bytes.append(UInt8(ascii: "-"))
+            append(UInt64(-value))
+        } else {
+            append(UInt64(value))
+        }
+    }
+
+    public func append(_ value: UInt64) {
+        var digits: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8,
+                     UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8) =
+            (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+        var count = 0
+        var v = value
+        withUnsafeMutableBytes(of: &digits) { raw in
+            repeat {
+                raw[count] = UInt8(ascii: "0") + UInt8(v % 10)
+                v /= 10
+                count += 1
+            } while v > 0
+            for i in stride(from: count - 1, through: 0, by: -1) { bytes.append(raw[i]) }
+        }
+    }
+
+    private func appendPadded(_ value: Int, width: Int) {
+        var divisor = 1
+        for _ in 1..<width { divisor *= 10 }
+        var v = value
+        while divisor > 0 {
+            bytes.append(UInt8(ascii: "0") + UInt8((v / divisor) % 10))
+            v %= divisor
+            divisor /= 10
+        }
+    }
+
+    /// The numeric client address and port, `1.2.3.4:5678` (haproxy's `%ci:%cp`).
+    public func append(_ address: SocketAddress) {
+        var text = (Int64(0), Int64(0), Int64(0), Int64(0), Int64(0), Int64(0), Int64(0), Int64(0))  // 64 bytes
+        withUnsafeMutableBytes(of: &text) { raw in
+            let out = raw.baseAddress!.assumingMemoryBound(to: CChar.self)
+            switch address {
+            case .v4(var a): _ = inet_ntop(AF_INET, &a.sin_addr, out, 64)
+            case .v6(var a): _ = inet_ntop(AF_INET6, &a.sin6_addr, out, 64)
+            }
+            for i in 0..<64 where raw[i] != 0 {
+                bytes.append(raw[i])
+            }
+        }
+        bytes.append(UInt8(ascii: ":"))
+        append(Int(address.port))
+    }
+
+    private static let months: [StaticString] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                                 "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+
+    /// `[25/Nov/2026:10:01:02.123]` in local time, haproxy's `%t` date format.
+    public func appendDate(wallMilliseconds ms: Int64) {
+        let second = ms / 1000
+        if second != cachedSecond {
+            cachedSecond = second
+            var t = time_t(second)
+            var parts = tm()
+            localtime_r(&t, &parts)
+            let saved = bytes
+            bytes.removeAll(keepingCapacity: true)
+            appendPadded(Int(parts.tm_mday), width: 2)
+            bytes.append(UInt8(ascii: "/"))
+            LogBuffer.months[Int(parts.tm_mon)].withUTF8Buffer { bytes.append(contentsOf: $0) }
+            bytes.append(UInt8(ascii: "/"))
+            appendPadded(Int(parts.tm_year) + 1900, width: 4)
+            bytes.append(UInt8(ascii: ":"))
+            appendPadded(Int(parts.tm_hour), width: 2)
+            bytes.append(UInt8(ascii: ":"))
+            appendPadded(Int(parts.tm_min), width: 2)
+            bytes.append(UInt8(ascii: ":"))
+            appendPadded(Int(parts.tm_sec), width: 2)
+            cachedDate = bytes
+            bytes = saved
+        }
+        bytes.append(UInt8(ascii: "["))
+        bytes.append(contentsOf: cachedDate)
+        bytes.append(UInt8(ascii: "."))
+        appendPadded(Int(ms % 1000), width: 3)
+        bytes.append(UInt8(ascii: "]"))
+    }
+}
+
+/// Lines from the control thread (start-up, reloads, health flips): rare, so plain
+/// Strings and one write each.
+public enum ControlLog {
+    public static func line(_ message: String) {
+        var text = message
+        text.append("\n")
+        text.withUTF8 { raw in
+            var offset = 0
+            while offset < raw.count {
+                let n = Glibc.write(2, raw.baseAddress! + offset, raw.count - offset)
+                if n <= 0 { if n < 0 && errno == EINTR { continue }; break }
+                offset += n
+            }
+        }
+    }
+}

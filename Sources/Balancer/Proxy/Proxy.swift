@@ -1,0 +1,246 @@
+// The proxy as the daemon sees it: build it from a Configuration, start its loops,
+// publish new backend sets into it, and stop it gracefully.
+//
+// Threads: `Proxy`'s methods are called from the control thread (main). Loops are only
+// reached through `EventLoop.execute`. Publishing is serialised by `publishLock`, which
+// is never taken by a loop.
+import Synchronization
+
+public struct ProxyOptions: Sendable {
+    public var threads: Int
+    public var quiet: Bool
+    /// One SO_REUSEPORT listener per loop (true), or a single listener socket whose
+    /// accepts are shared by all loops (false). See Benchmarks/README.md.
+    public var reusePort: Bool
+
+    public init(threads: Int, quiet: Bool, reusePort: Bool = true) {
+        self.threads = threads
+        self.quiet = quiet
+        self.reusePort = reusePort
+    }
+}
+
+public struct ProxyError: Error, CustomStringConvertible, Sendable {
+    public var description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// A bound frontend address, as reported after start-up (the real port when 0 was asked).
+public struct BoundAddress: Sendable {
+    public var frontend: String
+    public var address: SocketAddress
+}
+
+public final class Proxy: @unchecked Sendable {
+    public let options: ProxyOptions
+    public private(set) var configuration: Configuration
+    let shared: ProxyShared
+    let frontends: [FrontendRuntime]
+    let backendCounters: [BackendCounters]
+    private var workers: [ProxyWorker] = []
+    private var threads: [LoopThread] = []
+    private let publishLock = Mutex<PublishState>(PublishState())
+    public let healthChecker: HealthChecker
+    public private(set) var boundAddresses: [BoundAddress] = []
+
+    struct PublishState {
+        var tables: [BackendTable] = []
+        var generation: UInt64 = 0
+        var healthRegistry: [String: ServerHealth] = [:]
+    }
+
+    /// Table generations published since start (for stats and logs).
+    public var generation: UInt64 { publishLock.withLock { $0.generation } }
+
+    public init(configuration: Configuration, options: ProxyOptions) throws {
+        self.configuration = configuration
+        self.options = options
+        self.shared = ProxyShared(maxConnections: configuration.global.maxConnections, quiet: options.quiet)
+        var frontends: [FrontendRuntime] = []
+        for (i, frontend) in configuration.frontends.enumerated() {
+            guard let backendIndex = configuration.backends.firstIndex(where: { $0.name == frontend.defaultBackend }) else {
+                throw ProxyError("frontend '\(frontend.name)': no backend named '\(frontend.defaultBackend)'")
+            }
+            frontends.append(FrontendRuntime(index: i, config: frontend, backendIndex: backendIndex))
+        }
+        self.frontends = frontends
+        self.backendCounters = configuration.backends.map { BackendCounters(name: $0.name) }
+        self.healthChecker = HealthChecker()
+
+        var initial: [BackendTable] = []
+        try publishLock.withLock { state in
+            for backend in configuration.backends {
+                state.generation += 1
+                initial.append(try Proxy.buildTable(backend, set: BackendSet(servers: backend.servers),
+                                                    generation: state.generation, registry: &state.healthRegistry))
+            }
+            state.tables = initial
+        }
+
+        for index in 0..<max(1, options.threads) {
+            let loop = try EventLoop(index: index)
+            workers.append(ProxyWorker(loop: loop, shared: shared, frontends: frontends,
+                                       backendCounters: backendCounters, tables: initial))
+        }
+        try bindListeners()
+        healthChecker.watch(initial)
+    }
+
+    /// Resolves a backend set into a table. Blocking (name resolution): control thread only.
+    static func buildTable(_ config: BackendConfig, set: BackendSet, generation: UInt64,
+                           registry: inout [String: ServerHealth]) throws -> BackendTable {
+        var servers: [Server] = []
+        for server in set.servers {
+            let address: SocketAddress
+            do {
+                address = try SocketAddress.resolve(host: server.address.host, port: server.address.port)
+            } catch {
+                throw ProxyError("backend '\(config.name)', server '\(server.name)': \(error)")
+            }
+            // Health follows the server across tables: same backend, name and address.
+            let key = "\(config.name)/\(server.name)/\(address)"
+            let health = registry[key] ?? ServerHealth()
+            registry[key] = health
+            servers.append(Server(config: server, address: address, health: health))
+        }
+        var pruned: [String: ServerHealth] = [:]
+        for (key, value) in registry where !key.hasPrefix("\(config.name)/") { pruned[key] = value }
+        for server in servers { pruned["\(config.name)/\(server.name)/\(server.address)"] = server.health }
+        registry = pruned
+        return BackendTable(generation: generation, config: config, servers: servers)
+    }
+
+    private func bindListeners() throws {
+        for frontend in frontends {
+            for bind in frontend.config.binds {
+                var address: SocketAddress
+                do {
+                    address = try SocketAddress.resolve(host: bind.host, port: bind.port)
+                } catch {
+                    throw ProxyError("frontend '\(frontend.config.name)', bind \(bind): \(error)")
+                }
+                do {
+                    if options.reusePort {
+                        // The first socket fixes the port (it may have been 0: ephemeral);
+                        // the others join it through SO_REUSEPORT.
+                        for worker in workers {
+                            let fd = try Socket.listen(on: address, reusePort: true)
+                            if address.port == 0 {
+                                address = try Posix.localAddress(fd)
+                            }
+                            try worker.adopt(listenerFD: fd, frontend: frontend)
+                        }
+                    } else {
+                        let fd = try Socket.listen(on: address, reusePort: false)
+                        address = try Posix.localAddress(fd)
+                        // One socket, watched by every loop: the kernel wakes one or more
+                        // of them and accept4 decides who gets each connection.
+                        for (i, worker) in workers.enumerated() {
+                            let own = i == 0 ? fd : try Posix.duplicate(fd)
+                            try worker.adopt(listenerFD: own, frontend: frontend)
+                        }
+                    }
+                } catch {
+                    throw ProxyError("frontend '\(frontend.config.name)', bind \(bind): \(error)")
+                }
+                boundAddresses.append(BoundAddress(frontend: frontend.config.name, address: address))
+            }
+        }
+    }
+
+    /// Starts one thread per loop.
+    public func start() {
+        for worker in workers {
+            let loop = worker.loop
+            threads.append(LoopThread(name: "balancerd-\(loop.index)") { loop.run() })
+        }
+        healthChecker.start()
+    }
+
+    /// Publishes `set` as the new server list of backend `name`. An identical set does
+    /// nothing. Control thread; blocking (resolution), never called by a loop.
+    /// Returns the new table generation, or nil when nothing changed.
+    @discardableResult
+    public func publish(backend name: String, set: BackendSet, config: BackendConfig? = nil) throws -> UInt64? {
+        guard let index = backendCounters.firstIndex(where: { $0.name == name }) else {
+            throw ProxyError("no backend named '\(name)'")
+        }
+        let table: BackendTable? = try publishLock.withLock { state in
+            let current = state.tables[index]
+            let backendConfig = config ?? configuration.backends[index]
+            // An identical set (and settings) changes nothing: no new generation.
+            if current.servers.map(\.config) == set.servers && backendConfig == configuration.backends[index] { return nil }
+            state.generation += 1
+            let table = try Proxy.buildTable(backendConfig, set: set, generation: state.generation, registry: &state.healthRegistry)
+            state.tables[index] = table
+            return table
+        }
+        guard let table else { return nil }
+        if let config { configuration.backends[index] = config }
+        for worker in workers {
+            worker.loop.execute { worker.tables[index] = table }
+        }
+        healthChecker.watch(publishLock.withLock { $0.tables })
+        return table.generation
+    }
+
+    /// Applies a re-read configuration (SIGHUP). Backend settings and servers change in
+    /// place; established connections are untouched. Listeners cannot move without a
+    /// restart, so frontend changes are reported and left out.
+    /// Returns warnings for the parts that were not applied.
+    public func reload(_ new: Configuration) throws -> [String] {
+        var warnings: [String] = []
+        if new.frontends != configuration.frontends {
+            warnings.append("frontend changes (bind, mode, default_backend, timeouts) need a restart; applied backend changes only")
+        }
+        // Resolve everything first, so a bad name leaves the old tables in place.
+        for backend in new.backends where backendCounters.contains(where: { $0.name == backend.name }) {
+            for server in backend.servers {
+                do {
+                    _ = try SocketAddress.resolve(host: server.address.host, port: server.address.port)
+                } catch {
+                    throw ProxyError("backend '\(backend.name)', server '\(server.name)': \(error)")
+                }
+            }
+        }
+        for backend in new.backends {
+            if backendCounters.contains(where: { $0.name == backend.name }) {
+                try publish(backend: backend.name, set: BackendSet(servers: backend.servers), config: backend)
+            } else {
+                warnings.append("new backend '\(backend.name)' needs a restart")
+            }
+        }
+        return warnings
+    }
+
+    /// The current table of each backend (control thread view).
+    public var tables: [BackendTable] { publishLock.withLock { $0.tables } }
+
+    public var activeConnections: Int { shared.active.load(ordering: .relaxed) }
+
+    /// Graceful stop: close the listeners, wait up to `grace` for open connections to
+    /// finish, then cut the rest and stop the loops. Blocks the calling thread.
+    public func shutdown(grace: Duration) {
+        healthChecker.stop()
+        let closed = Atomic<Int>(0)
+        for worker in workers {
+            worker.loop.execute {
+                worker.stopAccepting()
+                closed.add(1, ordering: .relaxed)
+            }
+        }
+        let start = Posix.monotonicNanoseconds()
+        let limit = grace.nanoseconds
+        while closed.load(ordering: .relaxed) < workers.count || shared.active.load(ordering: .relaxed) > 0 {
+            if Posix.monotonicNanoseconds() - start >= limit { break }
+            Posix.sleep(milliseconds: 20)
+        }
+        for worker in workers {
+            worker.loop.execute { worker.killSessions() }
+            worker.loop.stop()
+        }
+        for thread in threads { thread.join() }
+        threads.removeAll()
+    }
+}
+

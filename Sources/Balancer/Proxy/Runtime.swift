@@ -1,0 +1,62 @@
+// Shared, thread-safe runtime objects: what all loops see of the process, a frontend
+// and a backend. Counters are relaxed atomics: they feed logs and stats, nothing waits
+// on them, and an increment per connection is far below the cost of the accept.
+public import Synchronization
+
+public final class ProxyShared: Sendable {
+    public let maxConnections: Int
+    /// Client connections open in the whole process (haproxy `%ac`).
+    public let active = Atomic<Int>(0)
+    public let quiet: Bool
+
+    init(maxConnections: Int, quiet: Bool) {
+        self.maxConnections = maxConnections
+        self.quiet = quiet
+    }
+
+    /// Takes a connection slot if one is free (global maxconn). Never lets the count pass
+    /// the limit, even with every loop accepting at once.
+    @inline(__always)
+    func reserveSlot() -> Bool {
+        let before = active.wrappingAdd(1, ordering: .relaxed).oldValue
+        if before < maxConnections { return true }
+        active.wrappingSubtract(1, ordering: .relaxed)
+        return false
+    }
+
+    @inline(__always)
+    func releaseSlot() {
+        active.wrappingSubtract(1, ordering: .relaxed)
+    }
+}
+
+public final class FrontendRuntime: Sendable {
+    public let index: Int
+    public let config: Frontend
+    let nameBytes: [UInt8]
+    public let backendIndex: Int
+    let clientTimeout: Int64
+    public let current = Atomic<Int>(0)
+    public let total = Atomic<Int>(0)
+
+    init(index: Int, config: Frontend, backendIndex: Int) {
+        self.index = index
+        self.config = config
+        self.nameBytes = Array(config.name.utf8)
+        self.backendIndex = backendIndex
+        self.clientTimeout = config.timeouts.client.nanoseconds
+    }
+}
+
+/// Counters of a backend that outlive its table generations.
+public final class BackendCounters: Sendable {
+    public let name: String
+    let nameBytes: [UInt8]
+    public let current = Atomic<Int>(0)
+    public let total = Atomic<Int>(0)
+
+    init(name: String) {
+        self.name = name
+        self.nameBytes = Array(name.utf8)
+    }
+}

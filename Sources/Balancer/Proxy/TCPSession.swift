@@ -1,0 +1,272 @@
+// The shell around TCPSessionStateMachine: sockets, the two relays, timers and the log
+// line. Loop thread only.
+//
+// Sides in epoll data words: 0 is the client; the server alternates between 1 and 2 on
+// each connect attempt, so a late event for a socket abandoned by a retry is
+// recognisable and ignored.
+final class TCPSession: EventHandler {
+    var registration = EventLoop.Registration.none
+    var deadline: Int64 = 0
+    var filedDeadline: Int64 = 0
+
+    unowned let worker: ProxyWorker
+    let frontend: FrontendRuntime
+    let clientFD: CInt
+    let peer: SocketAddress
+    /// The table the session was assigned from; kept so a server removed by a newer
+    /// table still has its object while this connection finishes.
+    var table: BackendTable
+    var server: Server?
+    var serverFD: CInt = -1
+    var serverSide = 1
+    var machine: TCPSessionStateMachine
+    var up = Relay()     // client -> server
+    var down = Relay()   // server -> client
+    var retries = 0
+
+    let acceptedAt: Int64
+    let acceptedWall: Int64
+    var connectStartedAt: Int64 = 0
+    var connectedAt: Int64 = -1
+    var lastClientIO: Int64
+    var lastServerIO: Int64
+    var clientTimeout: Int64
+    var serverTimeout: Int64 = 0
+
+    /// Bytes a relay may move per wake-up before others get a turn (fairness).
+    static let budget = 256 * 1024
+
+    init(worker: ProxyWorker, client: CInt, peer: SocketAddress, frontend: FrontendRuntime, table: BackendTable, now: Int64) {
+        self.worker = worker
+        self.clientFD = client
+        self.peer = peer
+        self.frontend = frontend
+        self.table = table
+        self.machine = TCPSessionStateMachine(retries: table.settings.retries, redispatch: table.settings.redispatch)
+        self.acceptedAt = now
+        self.acceptedWall = Posix.wallClockMilliseconds()
+        self.lastClientIO = now
+        self.lastServerIO = now
+        self.clientTimeout = frontend.clientTimeout
+    }
+
+    // MARK: life cycle
+
+    func start(loop: EventLoop) {
+        loop.register(self)
+        do {
+            try loop.watch(clientFD, side: 0, events: [.readable, .writable, .readHangup], for: self)
+        } catch {
+            perform(machine.ioFailed(.client), loop: loop)
+            return
+        }
+        perform(machine.start(), loop: loop)
+    }
+
+    private func perform(_ action: TCPSessionStateMachine.Action, loop: EventLoop) {
+        switch action {
+        case .none:
+            break
+        case .connect(let avoiding):
+            connect(avoiding: avoiding, loop: loop)
+        case .reconnectSame(let index):
+            connect(to: index, loop: loop)
+        case .startRelaying:
+            startRelaying(loop: loop)
+        case .shutdownWrite:
+            break   // Relay.pump already sent the FIN when it reported `.finished`.
+        case .close(let termination):
+            finish(termination, abort: false, loop: loop)
+        case .abort(let termination):
+            finish(termination, abort: true, loop: loop)
+        }
+    }
+
+    // MARK: connecting
+
+    private func connect(avoiding: Int?, loop: EventLoop) {
+        guard let index = table.pick(avoiding: avoiding, now: loop.now) else {
+            perform(machine.noServer(), loop: loop)
+            return
+        }
+        connect(to: index, loop: loop)
+    }
+
+    private func connect(to index: Int, loop: EventLoop) {
+        if serverFD >= 0 {
+            // A failed attempt: drop its socket before the next one.
+            Posix.close(serverFD)
+            serverFD = -1
+        }
+        let server = table.servers[index]
+        self.server = server
+        machine.connecting(to: index)
+        retries = machine.attempts - 1
+        connectStartedAt = loop.now
+        serverSide = serverSide == 1 ? 2 : 1
+        let fd: CInt
+        let connected: Bool
+        do {
+            (fd, connected) = try Socket.connect(to: server.address)
+        } catch {
+            server.health.recordConnectFailure(now: loop.now)
+            perform(machine.connectFailed(timedOut: false), loop: loop)
+            return
+        }
+        serverFD = fd
+        do {
+            try loop.watch(fd, side: serverSide, events: [.readable, .writable, .readHangup], for: self)
+        } catch {
+            perform(machine.connectFailed(timedOut: false), loop: loop)
+            return
+        }
+        if connected {
+            connectSucceeded(loop: loop)
+        } else {
+            deadline = loop.now + table.settings.connectTimeout
+            loop.scheduleDeadline(for: self)
+        }
+    }
+
+    private func connectSucceeded(loop: EventLoop) {
+        guard let server else { return }
+        server.health.recordConnectSuccess()
+        server.health.current.add(1, ordering: .relaxed)
+        server.health.total.add(1, ordering: .relaxed)
+        worker.backendCounters[frontend.backendIndex].current.add(1, ordering: .relaxed)
+        worker.backendCounters[frontend.backendIndex].total.add(1, ordering: .relaxed)
+        connectedAt = loop.now
+        serverTimeout = table.settings.serverTimeout
+        perform(machine.connected(), loop: loop)
+    }
+
+    private func startRelaying(loop: EventLoop) {
+        up.source = clientFD
+        up.destination = serverFD
+        down.source = serverFD
+        down.destination = clientFD
+        if let pipe = worker.pool.takePipe() { up.pipe = pipe } else { up.buffer = worker.pool.takeBuffer() }
+        if let pipe = worker.pool.takePipe() { down.pipe = pipe } else { down.buffer = worker.pool.takeBuffer() }
+        lastClientIO = loop.now
+        lastServerIO = loop.now
+        relay(loop: loop)
+    }
+
+    // MARK: events
+
+    func ready(_ events: Epoll.Events, side: Int, loop: EventLoop) {
+        let input = !events.isDisjoint(with: [.readable, .readHangup, .hangup, .error])
+        let output = !events.isDisjoint(with: [.writable, .hangup, .error])
+        if side == 0 {
+            if input { up.sourceReadable = true }
+            if output { down.destinationWritable = true }
+            if case .connecting = machine.state {
+                // Bytes or a FIN from the client wait for the server connection; only a
+                // dead client (reset) ends the session now.
+                if events.contains(.error) || (events.contains(.hangup) && !events.contains(.readable)) {
+                    perform(machine.clientAbortedWhileConnecting(), loop: loop)
+                }
+                return
+            }
+        } else {
+            guard side == serverSide else { return }   // an abandoned attempt's socket
+            if case .connecting = machine.state {
+                guard output || input else { return }
+                if let error = Posix.pendingError(serverFD) {
+                    _ = error
+                    server?.health.recordConnectFailure(now: loop.now)
+                    perform(machine.connectFailed(timedOut: false), loop: loop)
+                } else {
+                    connectSucceeded(loop: loop)
+                }
+                return
+            }
+            if input { down.sourceReadable = true }
+            if output { up.destinationWritable = true }
+        }
+        if case .established = machine.state { relay(loop: loop) }
+    }
+
+    func resume(loop: EventLoop) {
+        if case .established = machine.state { relay(loop: loop) }
+    }
+
+    func deadlineReached(loop: EventLoop) {
+        switch machine.state {
+        case .connecting:
+            deadline = 0
+            server?.health.recordConnectFailure(now: loop.now)
+            perform(machine.connectFailed(timedOut: true), loop: loop)
+        case .established:
+            let clientExpiry = lastClientIO + clientTimeout
+            let side: TCPSessionStateMachine.Side = clientExpiry <= loop.now ? .client : .server
+            perform(machine.timedOut(side), loop: loop)
+        case .closed:
+            deadline = 0
+        }
+    }
+
+    /// Called when the process stops and the grace period is over.
+    func kill(loop: EventLoop) {
+        perform(machine.killed(), loop: loop)
+    }
+
+    // MARK: relaying
+
+    private func relay(loop: EventLoop) {
+        let upRead = up.bytesRead, upWritten = up.bytesWritten
+        let downRead = down.bytesRead, downWritten = down.bytesWritten
+
+        let upOutcome = up.finished ? .finished : up.pump(budget: TCPSession.budget)
+        let downOutcome = down.finished ? .finished : down.pump(budget: TCPSession.budget)
+
+        if up.bytesRead != upRead || down.bytesWritten != downWritten { lastClientIO = loop.now }
+        if up.bytesWritten != upWritten || down.bytesRead != downRead { lastServerIO = loop.now }
+
+        switch upOutcome {
+        case .sourceFailed: return perform(machine.ioFailed(.client), loop: loop)
+        case .destinationFailed: return perform(machine.ioFailed(.server), loop: loop)
+        default: break
+        }
+        switch downOutcome {
+        case .sourceFailed: return perform(machine.ioFailed(.server), loop: loop)
+        case .destinationFailed: return perform(machine.ioFailed(.client), loop: loop)
+        default: break
+        }
+        if case .finished = upOutcome, !machine.clientFinished {
+            perform(machine.sourceFinished(.client), loop: loop)
+        }
+        if case .finished = downOutcome, !machine.serverFinished {
+            perform(machine.sourceFinished(.server), loop: loop)
+        }
+        if case .closed = machine.state { return }
+
+        if case .budgetExhausted = upOutcome { loop.runAgain(self) } else if case .budgetExhausted = downOutcome { loop.runAgain(self) }
+        deadline = min(lastClientIO + clientTimeout, lastServerIO + serverTimeout)
+        loop.scheduleDeadline(for: self)
+    }
+
+    // MARK: ending
+
+    private func finish(_ termination: TerminationState, abort: Bool, loop: EventLoop) {
+        deadline = 0
+        if abort {
+            Posix.abortOnClose(clientFD)
+            if serverFD >= 0 { Posix.abortOnClose(serverFD) }
+        }
+        Posix.close(clientFD)
+        if serverFD >= 0 { Posix.close(serverFD) }
+        if let pipe = up.pipe { worker.pool.give(pipe, empty: up.pending == 0) }
+        if let pipe = down.pipe { worker.pool.give(pipe, empty: down.pending == 0) }
+        if let buffer = up.buffer { worker.pool.give(buffer) }
+        if let buffer = down.buffer { worker.pool.give(buffer) }
+        up.pipe = nil; down.pipe = nil; up.buffer = nil; down.buffer = nil
+        // Log first: haproxy's counters in the line include the connection being logged.
+        worker.sessionEnded(self, termination: termination, loop: loop)
+        if connectedAt >= 0, let server {
+            server.health.current.wrappingSubtract(1, ordering: .relaxed)
+            worker.backendCounters[frontend.backendIndex].current.wrappingSubtract(1, ordering: .relaxed)
+        }
+        loop.deregister(self)
+    }
+}

@@ -1,0 +1,17 @@
+// What every discovery source (Consul, etcd, the config file) is to the daemon: a
+// producer of whole, immutable backend sets. The proxy core never learns where a set
+// came from; the daemon passes each one to `Proxy.publish`, which ignores a set equal
+// to the current one.
+public import Balancer
+
+public protocol BackendSource: Sendable {
+    /// For logs: `consul http://127.0.0.1:8500 service web`.
+    var description: String { get }
+
+    /// Runs until `stop()`, calling `update` with every new whole set. It must never call
+    /// `update` with an empty set because the source failed: on errors it keeps quiet,
+    /// so the last good table stays in force.
+    func run(update: @escaping @Sendable (BackendSet) -> Void)
+
+    func stop()
+}

@@ -1,0 +1,133 @@
+// balancerd: arguments, wiring and signals. Everything that moves bytes is in the
+// Balancer module; this file only decides what to run and when to stop.
+import Balancer
+import Discovery
+import Glibc
+
+let version = "0.1.0"
+
+func fail(_ message: String, code: Int32) -> Never {
+    ControlLog.line(message)
+    exit(code)
+}
+
+let arguments = Array(CommandLine.arguments.dropFirst())
+let options: CommandLineOptions
+do {
+    options = try CommandLineOptions.parse(arguments)
+} catch {
+    ControlLog.line("balancerd: \(error.message)")
+    ControlLog.line(CommandLineOptions.usage)
+    exit(2)
+}
+
+switch options.command {
+case .help:
+    print(CommandLineOptions.usage)
+    exit(0)
+case .version:
+    print("balancerd \(version)")
+    exit(0)
+case .check:
+    let path = options.configPath ?? ""
+    do {
+        let configuration = try HAProxyParser.load(path: path)
+        let servers = configuration.backends.reduce(0) { $0 + $1.servers.count }
+        print("\(path): configuration is valid (\(configuration.frontends.count) frontend(s), \(configuration.backends.count) backend(s), \(servers) server(s))")
+        exit(0)
+    } catch {
+        fail("\(error)", code: 1)
+    }
+case .run:
+    break
+}
+
+// Signals: SIGPIPE is ignored because splice(2) into a socket whose peer is gone raises
+// it (send has MSG_NOSIGNAL, splice has no such flag). The control signals are blocked
+// in every thread, before any thread exists, and taken synchronously with sigtimedwait
+// by the main thread below: no async-signal-safety questions anywhere.
+signal(SIGPIPE, SIG_IGN)
+let controlSignals: [CInt] = [SIGTERM, SIGINT, SIGHUP]
+_ = controlSignals.withUnsafeBufferPointer { blockSignals($0) }
+
+var configuration: Configuration
+do {
+    configuration = try options.configuration()
+} catch {
+    fail("balancerd: \(error)", code: 1)
+}
+
+var demo: DemoBackends?
+if options.demo {
+    do {
+        let backends = try DemoBackends.start(count: 2)
+        demo = backends
+        configuration = DemoBackends.configure(configuration, servers: backends.addresses, listenGiven: options.listen != nil)
+    } catch {
+        fail("balancerd: demo backends: \(error)", code: 1)
+    }
+}
+
+let threads = options.threads ?? configuration.global.threads ?? Posix.cpuCount()
+// Each connection holds two sockets and up to two pipes (four descriptors).
+let wantedFiles = configuration.global.maxConnections * 6 + 256
+let fileLimit = Posix.raiseOpenFileLimit(to: wantedFiles)
+if fileLimit < wantedFiles {
+    ControlLog.line("balancerd: warning: open file limit is \(fileLimit), below the \(wantedFiles) that maxconn \(configuration.global.maxConnections) may need; connections fall back to copying through buffers when pipes run out")
+}
+
+let proxy: Proxy
+do {
+    // BALANCERD_LISTENER=shared switches to one listener shared by all loops instead of
+    // one SO_REUSEPORT listener per loop; only Benchmarks/run uses it, to compare.
+    let shared = getenv("BALANCERD_LISTENER").map { String(cString: $0) } == "shared"
+    proxy = try Proxy(configuration: configuration,
+                      options: ProxyOptions(threads: threads, quiet: options.quiet, reusePort: !shared))
+} catch {
+    fail("balancerd: \(error)", code: 1)
+}
+
+for bound in proxy.boundAddresses {
+    guard let frontend = configuration.frontends.first(where: { $0.name == bound.frontend }),
+          let backend = configuration.backend(named: frontend.defaultBackend) else { continue }
+    let servers = backend.servers.map { server in
+        "\(server.name)@\(server.address)/w\(server.weight)\(server.backup ? "/backup" : "")"
+    }.joined(separator: ",")
+    ControlLog.line("balancerd: listening frontend=\(frontend.name) addr=\(bound.address) mode=\(frontend.mode.rawValue) threads=\(threads) backend=\(backend.name) servers=\(servers)")
+}
+if let demo, let first = proxy.boundAddresses.first {
+    let host = first.address.host == "0.0.0.0" ? "127.0.0.1" : first.address.host
+    print("balancerd demo: two built-in backends on \(demo.addresses.map(\.description).joined(separator: " and ")).")
+    print("Try it:  for i in 1 2 3 4; do curl -s http://\(host):\(first.address.port)/; done")
+}
+fflush(nil)   // all output streams: the demo hint must show before the first log line
+
+proxy.start()
+
+while true {
+    let received = controlSignals.withUnsafeBufferPointer { waitForSignal($0, timeoutMilliseconds: 1000) }
+    switch received {
+    case SIGHUP:
+        guard let path = options.configPath else {
+            ControlLog.line("balancerd: SIGHUP ignored: no --config file to re-read")
+            continue
+        }
+        do {
+            var reloaded = try HAProxyParser.load(path: path)
+            if let threads = options.threads { reloaded.global.threads = threads }
+            let warnings = try proxy.reload(reloaded)
+            for warning in warnings { ControlLog.line("balancerd: reload warning: \(warning)") }
+            ControlLog.line("balancerd: reloaded \(path) generation=\(proxy.generation)")
+        } catch {
+            ControlLog.line("balancerd: reload failed: \(error); keeping the previous table")
+        }
+    case SIGTERM, SIGINT:
+        ControlLog.line("balancerd: stopping on \(received == SIGTERM ? "SIGTERM" : "SIGINT"): \(proxy.activeConnections) connection(s) open, grace \(DurationParser.format(options.grace))")
+        proxy.shutdown(grace: options.grace)
+        demo?.stop()
+        ControlLog.line("balancerd: stopped")
+        exit(0)
+    default:
+        continue
+    }
+}

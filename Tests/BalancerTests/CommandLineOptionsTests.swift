@@ -1,0 +1,221 @@
+import Foundation
+import XCTest
+@testable import Balancer
+
+final class CommandLineOptionsTests: XCTestCase {
+    private func parse(_ arguments: String...) throws -> CommandLineOptions {
+        try CommandLineOptions.parse(arguments)
+    }
+
+    /// Asserts the arguments are rejected with exactly `message`.
+    private func assertUsageError(_ arguments: [String], _ message: String, file: StaticString = #filePath, line: UInt = #line) {
+        do throws(UsageError) {
+            let options = try CommandLineOptions.parse(arguments)
+            XCTFail("expected a usage error, got \(options)", file: file, line: line)
+        } catch {
+            XCTAssertEqual(error.message, message, file: file, line: line)
+        }
+    }
+
+    private var fixtures: String {
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("Fixtures").path
+    }
+
+    // MARK: commands
+
+    func testHelpAndVersion() throws {
+        XCTAssertEqual(try parse("--help").command, .help)
+        XCTAssertEqual(try parse("--version").command, .version)
+    }
+
+    func testHelpWinsOverMissingServers() throws {
+        XCTAssertEqual(try parse("--listen", ":8080", "--help").command, .help)
+        XCTAssertEqual(try parse("check", "--help").command, .help)
+        XCTAssertEqual(try parse("--version", "--help").command, .help)
+    }
+
+    func testNoArgumentsNeedsServers() {
+        assertUsageError([], "no servers: give --server HOST:PORT or --config FILE")
+        assertUsageError(["--listen", ":80"], "no servers: give --server HOST:PORT or --config FILE")
+    }
+
+    func testCheck() throws {
+        let options = try parse("check", "--config", "/etc/balancerd/haproxy.cfg")
+        XCTAssertEqual(options.command, .check)
+        XCTAssertEqual(options.configPath, "/etc/balancerd/haproxy.cfg")
+        assertUsageError(["check"], "check needs --config FILE")
+        assertUsageError(["check", "--config", "x.cfg", "--threads", "2"], "check takes only --config FILE, not --threads")
+        assertUsageError(["--config", "x.cfg", "check"], "unexpected argument 'check' ('check' must come first)")
+    }
+
+    // MARK: flags
+
+    func testDefaults() throws {
+        let options = try parse("--server", "10.0.0.1:80")
+        XCTAssertEqual(options.command, .run)
+        XCTAssertNil(options.configPath)
+        XCTAssertNil(options.listen)
+        XCTAssertNil(options.mode)
+        XCTAssertNil(options.threads)
+        XCTAssertEqual(options.grace, .seconds(10))
+        XCTAssertFalse(options.quiet)
+        XCTAssertFalse(options.demo)
+        XCTAssertEqual(options.servers, [ServerConfig(name: "s1", address: HostPort(host: "10.0.0.1", port: 80))])
+    }
+
+    func testAllFlagsBothSpellings() throws {
+        let spaced = try parse("--listen", "127.0.0.1:8080", "--mode", "http", "--server", "a:1", "--server", "b:2,weight=5",
+                               "--threads", "4", "--grace", "30s", "--quiet")
+        let joined = try parse("--listen=127.0.0.1:8080", "--mode=http", "--server=a:1", "--server=b:2,weight=5",
+                               "--threads=4", "--grace=30s", "--quiet")
+        XCTAssertEqual(spaced, joined)
+        XCTAssertEqual(spaced.listen, HostPort(host: "127.0.0.1", port: 8080))
+        XCTAssertEqual(spaced.mode, .http)
+        XCTAssertEqual(spaced.threads, 4)
+        XCTAssertEqual(spaced.grace, .seconds(30))
+        XCTAssertTrue(spaced.quiet)
+        XCTAssertEqual(spaced.servers, [
+            ServerConfig(name: "s1", address: HostPort(host: "a", port: 1)),
+            ServerConfig(name: "s2", address: HostPort(host: "b", port: 2), weight: 5),
+        ])
+    }
+
+    func testServerForms() throws {
+        let options = try parse("--server", "10.0.0.1:80", "--server", "[::1]:8080,weight=0", "--server", "db.internal:5432,backup",
+                                "--server", "h:9,weight=256,backup")
+        XCTAssertEqual(options.servers.map(\.name), ["s1", "s2", "s3", "s4"])
+        XCTAssertEqual(options.servers[1].address, HostPort(host: "::1", port: 8080))
+        XCTAssertEqual(options.servers[1].weight, 0)
+        XCTAssertTrue(options.servers[2].backup)
+        XCTAssertEqual(options.servers[2].weight, 1)
+        XCTAssertEqual(options.servers[3].weight, 256)
+        XCTAssertTrue(options.servers[3].backup)
+        XCTAssertNil(options.servers[0].check)
+    }
+
+    func testBadServers() {
+        assertUsageError(["--server", "10.0.0.1"], "--server: missing port in '10.0.0.1' (expected HOST:PORT)")
+        assertUsageError(["--server", "10.0.0.1:0"], "--server: invalid port '0' in '10.0.0.1:0' (expected 1...65535)")
+        assertUsageError(["--server", "10.0.0.1:70000"], "--server: invalid port '70000' in '10.0.0.1:70000' (expected 1...65535)")
+        assertUsageError(["--server", ":80"], "--server: missing host in ':80'")
+        assertUsageError(["--server", "a:1,weight=257"], "--server: weight must be an integer from 0 to 256, got '257'")
+        assertUsageError(["--server", "a:1,weight=-1"], "--server: weight must be an integer from 0 to 256, got '-1'")
+        assertUsageError(["--server", "a:1,weight="], "--server: weight must be an integer from 0 to 256, got ''")
+        assertUsageError(["--server", "a:1,check"], "--server: unknown option 'check' in 'a:1,check' (expected weight=N or backup)")
+        assertUsageError(["--server", "a:1,"], "--server: unknown option '' in 'a:1,' (expected weight=N or backup)")
+        assertUsageError(["--server", "a:1,weight=2,weight=3"], "--server: 'weight' given more than once in 'a:1,weight=2,weight=3'")
+    }
+
+    func testListenForms() throws {
+        XCTAssertEqual(try parse("--listen", "*:80", "--server", "a:1").listen, HostPort(host: "0.0.0.0", port: 80))
+        XCTAssertEqual(try parse("--listen", ":8080", "--server", "a:1").listen, HostPort(host: "0.0.0.0", port: 8080))
+        XCTAssertEqual(try parse("--listen", "[::]:80", "--server", "a:1").listen, HostPort(host: "::", port: 80))
+        XCTAssertEqual(try parse("--listen", "127.0.0.1:0", "--server", "a:1").listen, HostPort(host: "127.0.0.1", port: 0))
+        assertUsageError(["--listen", "80", "--server", "a:1"], "--listen: missing port in '80' (expected HOST:PORT)")
+        assertUsageError(["--listen", "a:1", "--listen", "b:2"], "--listen given more than once")
+    }
+
+    func testBadValues() {
+        assertUsageError(["--mode", "udp"], "--mode: expected http or tcp, got 'udp'")
+        assertUsageError(["--threads", "0"], "--threads: expected an integer from 1 to 1024, got '0'")
+        assertUsageError(["--threads", "1025"], "--threads: expected an integer from 1 to 1024, got '1025'")
+        assertUsageError(["--threads", "four"], "--threads: expected an integer from 1 to 1024, got 'four'")
+        assertUsageError(["--threads", "+4"], "--threads: expected an integer from 1 to 1024, got '+4'")
+        assertUsageError(["--grace", "soon"], "--grace: invalid duration 'soon' (e.g. 500ms, 10s, 2m)")
+        assertUsageError(["--grace", "-1s"], "--grace: invalid duration '-1s' (e.g. 500ms, 10s, 2m)")
+    }
+
+    func testMissingValues() {
+        assertUsageError(["--config"], "--config needs a value")
+        assertUsageError(["--config", "--quiet"], "--config needs a value")
+        assertUsageError(["--server="], "--server needs a value")
+        assertUsageError(["--grace"], "--grace needs a value")
+    }
+
+    func testUnknownAndMalformed() {
+        assertUsageError(["--bogus"], "unknown option '--bogus' (see --help)")
+        assertUsageError(["-h"], "unexpected argument '-h'")
+        assertUsageError(["serve"], "unexpected argument 'serve'")
+        assertUsageError(["--quiet=yes", "--server", "a:1"], "--quiet takes no value")
+        assertUsageError(["--help=1"], "--help takes no value")
+    }
+
+    func testBareNumberGraceIsMilliseconds() throws {
+        XCTAssertEqual(try parse("--grace", "2500", "--server", "a:1").grace, .milliseconds(2_500))
+    }
+
+    func testConfigExcludesInlineSetup() throws {
+        let message = "--config cannot be combined with --listen/--server/--mode; put them in the file"
+        assertUsageError(["--config", "x.cfg", "--listen", ":80"], message)
+        assertUsageError(["--server", "a:1", "--config", "x.cfg"], message)
+        assertUsageError(["--config=x.cfg", "--mode=http"], message)
+        assertUsageError(["--config", "x.cfg", "--demo"], "--demo cannot be combined with --config; the demo brings its own servers")
+        // --threads, --grace and --quiet are not part of the file.
+        let options = try parse("--config", "x.cfg", "--threads", "2", "--grace", "1m", "--quiet")
+        XCTAssertEqual(options.configPath, "x.cfg")
+        XCTAssertEqual(options.threads, 2)
+    }
+
+    func testDemoNeedsNoServers() throws {
+        let options = try parse("--demo")
+        XCTAssertTrue(options.demo)
+        let configuration = try options.configuration()
+        XCTAssertEqual(configuration.frontends.count, 1)
+        XCTAssertEqual(configuration.backends.first?.servers, [])
+    }
+
+    // MARK: configuration()
+
+    func testConfigurationFromFlags() throws {
+        let configuration = try parse("--server", "10.0.0.1:80", "--server", "10.0.0.2:80,weight=2", "--threads", "3")
+            .configuration()
+        XCTAssertEqual(configuration.global.threads, 3)
+        XCTAssertEqual(configuration.frontends, [
+            Frontend(name: "main", binds: [HostPort(host: "0.0.0.0", port: 80)], mode: .tcp, defaultBackend: "main"),
+        ])
+        XCTAssertEqual(configuration.backends, [
+            BackendConfig(name: "main", mode: .tcp, servers: [
+                ServerConfig(name: "s1", address: HostPort(host: "10.0.0.1", port: 80)),
+                ServerConfig(name: "s2", address: HostPort(host: "10.0.0.2", port: 80), weight: 2),
+            ]),
+        ])
+    }
+
+    func testConfigurationFromFlagsHTTPAndListen() throws {
+        let configuration = try parse("--listen", "127.0.0.1:0", "--mode", "http", "--server", "a:1").configuration()
+        XCTAssertEqual(configuration.frontends.first?.binds, [HostPort(host: "127.0.0.1", port: 0)])
+        XCTAssertEqual(configuration.frontends.first?.mode, .http)
+        XCTAssertEqual(configuration.backends.first?.mode, .http)
+        XCTAssertNil(configuration.global.threads)
+        XCTAssertNotNil(configuration.backend(named: configuration.frontends[0].defaultBackend))
+    }
+
+    func testConfigurationFromFileWithThreadsOverride() throws {
+        let path = fixtures + "/tcp-listen.cfg"
+        let fromFile = try parse("--config", path).configuration()
+        XCTAssertEqual(fromFile.global.threads, 4)
+        let overridden = try parse("--config", path, "--threads", "8").configuration()
+        XCTAssertEqual(overridden.global.threads, 8)
+        XCTAssertEqual(overridden.frontends, fromFile.frontends)
+    }
+
+    func testConfigurationFromMissingFile() throws {
+        let options = try parse("--config", "/nonexistent/balancerd.cfg")
+        XCTAssertThrowsError(try options.configuration()) { error in
+            guard let error = error as? ConfigurationError else { return XCTFail("\(error)") }
+            XCTAssertEqual(error.line, 0)
+            XCTAssertEqual(error.keyword, "file")
+            XCTAssertEqual(error.file, "/nonexistent/balancerd.cfg")
+        }
+    }
+
+    func testUsageMentionsEveryFlag() {
+        for flag in ["--config", "--listen", "--mode", "--server", "--threads", "--grace", "--quiet", "--demo", "--help",
+                     "--version", "check"] {
+            XCTAssertTrue(CommandLineOptions.usage.contains(flag), flag)
+        }
+        XCTAssertTrue(CommandLineOptions.usage.hasPrefix(
+            "usage: balancerd [--config FILE] [--listen HOST:PORT] [--mode http|tcp] [--server HOST:PORT[,weight=N]]...\n"))
+    }
+}

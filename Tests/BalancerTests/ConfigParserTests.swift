@@ -1,0 +1,766 @@
+import Foundation
+import XCTest
+@testable import Balancer
+
+final class ConfigParserTests: XCTestCase {
+    // MARK: helpers
+
+    private static let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .appendingPathComponent("Fixtures")
+
+    private func fixture(_ name: String) -> String {
+        Self.fixtures.appendingPathComponent(name).path
+    }
+
+    private func parse(_ text: String) throws -> Configuration {
+        try HAProxyParser.parse(text, file: "test.cfg")
+    }
+
+    /// Asserts that `text` fails at `line` with `keyword`, and that the message mentions `message`.
+    private func assertError(_ text: String, line: Int, keyword: String, _ message: String,
+                             file: StaticString = #filePath, sourceLine: UInt = #line) {
+        do throws(ConfigurationError) {
+            let configuration = try HAProxyParser.parse(text, file: "test.cfg")
+            XCTFail("expected an error, got \(configuration)", file: file, line: sourceLine)
+        } catch {
+            XCTAssertEqual(error.file, "test.cfg", file: file, line: sourceLine)
+            XCTAssertEqual(error.line, line, "\(error)", file: file, line: sourceLine)
+            XCTAssertEqual(error.keyword, keyword, "\(error)", file: file, line: sourceLine)
+            XCTAssertTrue(error.message.contains(message), "'\(error.message)' should mention '\(message)'",
+                          file: file, line: sourceLine)
+        }
+    }
+
+    /// A frontend and backend to append to a `global`/`defaults` snippet so it is a valid file.
+    private let minimalProxies = """
+        frontend fe
+            bind :80
+            default_backend be
+        backend be
+            server s1 10.0.0.1:80
+        """
+
+    private func hp(_ host: String, _ port: UInt16) -> HostPort {
+        HostPort(host: host, port: port)
+    }
+
+    // MARK: minimal file and built-in defaults
+
+    func testMinimalFileUsesBuiltInDefaults() throws {
+        let configuration = try parse(minimalProxies)
+        XCTAssertEqual(configuration.global, GlobalSettings())
+        XCTAssertEqual(configuration.frontends, [
+            Frontend(name: "fe", binds: [hp("0.0.0.0", 80)], mode: .tcp, defaultBackend: "be"),
+        ])
+        XCTAssertEqual(configuration.backends, [
+            BackendConfig(name: "be", mode: .tcp, servers: [ServerConfig(name: "s1", address: hp("10.0.0.1", 80))]),
+        ])
+        let backend = try XCTUnwrap(configuration.backends.first)
+        XCTAssertEqual(backend.retries, 3)
+        XCTAssertTrue(backend.redispatch, "balancerd redispatches unless the file says 'no option redispatch'")
+        XCTAssertFalse(backend.allBackups)
+        XCTAssertEqual(backend.timeouts, Timeouts())
+    }
+
+    // MARK: fixtures
+
+    func testConsulTemplateFixture() throws {
+        let configuration = try HAProxyParser.load(path: fixture("consul-template.cfg"))
+        XCTAssertEqual(configuration.global, GlobalSettings(maxConnections: 4096, threads: nil))
+
+        var timeouts = Timeouts()
+        timeouts.connect = .seconds(5)  // `timeout connect 5000`: bare numbers are milliseconds
+        timeouts.client = .seconds(50)
+        timeouts.server = .seconds(50)
+        XCTAssertEqual(configuration.frontends, [
+            Frontend(name: "http-in", binds: [hp("0.0.0.0", 80)], mode: .http, defaultBackend: "web",
+                     timeouts: timeouts, forwardFor: true),
+        ])
+        let check = HealthCheckConfig(interval: .seconds(2), rise: 2, fall: 3)
+        XCTAssertEqual(configuration.backends, [
+            BackendConfig(name: "web", mode: .http, servers: [
+                ServerConfig(name: "web-1-8f1b0c2e", address: hp("172.17.0.3", 80), check: check),
+                ServerConfig(name: "web-2-4d2a91f7", address: hp("172.17.0.4", 80), check: check),
+                ServerConfig(name: "web-3-c07e55aa", address: hp("172.17.0.5", 80), check: check),
+            ], timeouts: timeouts, retries: 3, redispatch: true),
+        ])
+    }
+
+    func testTCPListenFixture() throws {
+        let configuration = try HAProxyParser.load(path: fixture("tcp-listen.cfg"))
+        XCTAssertEqual(configuration.global, GlobalSettings(maxConnections: 20_000, threads: 4))
+
+        var timeouts = Timeouts()
+        timeouts.connect = .seconds(3)
+        timeouts.client = .seconds(3_600)
+        timeouts.server = .seconds(3_600)
+        XCTAssertEqual(configuration.frontends, [
+            Frontend(name: "redis", binds: [hp("0.0.0.0", 6379), hp("::", 6379)], mode: .tcp, defaultBackend: "redis",
+                     timeouts: timeouts),
+        ])
+        let check = HealthCheckConfig(interval: .seconds(1), rise: 3, fall: 2)  // from default-server
+        XCTAssertEqual(configuration.backends, [
+            BackendConfig(name: "redis", mode: .tcp, servers: [
+                ServerConfig(name: "redis-a", address: hp("10.0.1.11", 6379), check: check),
+                ServerConfig(name: "redis-b", address: hp("10.0.1.12", 6379), check: check),
+                ServerConfig(name: "redis-c", address: hp("10.0.2.11", 6379), backup: true, check: check),
+                ServerConfig(name: "redis-d", address: hp("10.0.2.12", 6379), backup: true, check: check),
+            ], timeouts: timeouts, retries: 2, redispatch: false, allBackups: true),
+        ])
+    }
+
+    func testMultiFrontendFixture() throws {
+        let configuration = try HAProxyParser.load(path: fixture("multi-frontend.cfg"))
+        XCTAssertEqual(configuration.global, GlobalSettings(maxConnections: 50_000, threads: nil))
+
+        XCTAssertEqual(configuration.frontends.map(\.name), ["www", "api"])
+        XCTAssertEqual(configuration.backends.map(\.name), ["web", "api", "api-canary"])
+
+        let www = configuration.frontends[0]
+        XCTAssertEqual(www.binds, [hp("0.0.0.0", 80), hp("::", 80)])
+        XCTAssertEqual(www.mode, .http)
+        XCTAssertEqual(www.defaultBackend, "web")
+        XCTAssertTrue(www.forwardFor)
+        XCTAssertEqual(www.timeouts.client, .seconds(30))
+        XCTAssertEqual(www.timeouts.httpRequest, .seconds(10))
+        XCTAssertEqual(www.timeouts.httpKeepAlive, .seconds(2))
+
+        let api = configuration.frontends[1]
+        XCTAssertEqual(api.binds, [hp("127.0.0.1", 8080), hp("10.0.0.5", 8080)])
+        XCTAssertEqual(api.timeouts.client, .seconds(120))
+        XCTAssertFalse(api.forwardFor)
+        XCTAssertEqual(api.defaultBackend, "api")
+
+        let web = try XCTUnwrap(configuration.backend(named: "web"))
+        XCTAssertEqual(web.servers.map(\.weight), [3, 2, 1, 1])
+        XCTAssertEqual(web.servers.map(\.backup), [false, false, false, true])
+        XCTAssertEqual(web.servers[0].check, HealthCheckConfig(interval: .seconds(5), rise: 2, fall: 3))
+        XCTAssertEqual(web.servers[2].check, HealthCheckConfig(interval: .seconds(5), rise: 3, fall: 2))
+        XCTAssertNil(web.servers[3].check)
+        XCTAssertEqual(web.timeouts.server, .seconds(30))
+        XCTAssertEqual(web.retries, 3)
+
+        let apiBackend = try XCTUnwrap(configuration.backend(named: "api"))
+        XCTAssertEqual(apiBackend.timeouts.server, .seconds(120))
+        XCTAssertEqual(apiBackend.timeouts.connect, .seconds(5))
+        XCTAssertEqual(apiBackend.retries, 1)
+        XCTAssertEqual(apiBackend.servers.map(\.address), [hp("api-1.internal", 9000), hp("api-2.internal", 9000)])
+
+        let canary = try XCTUnwrap(configuration.backend(named: "api-canary"))
+        XCTAssertEqual(canary.servers.first?.weight, 0)
+        XCTAssertEqual(canary.mode, .http)
+    }
+
+    func testBrokenFixtures() throws {
+        XCTAssertThrowsError(try HAProxyParser.load(path: fixture("broken-unknown-keyword.cfg"))) { error in
+            guard let error = error as? ConfigurationError else { return XCTFail("\(error)") }
+            XCTAssertEqual(error.file, self.fixture("broken-unknown-keyword.cfg"))
+            XCTAssertEqual(error.line, 14)
+            XCTAssertEqual(error.keyword, "retires")
+            XCTAssertEqual(error.message, "unknown keyword 'retires' in backend 'web'")
+        }
+        XCTAssertThrowsError(try HAProxyParser.load(path: fixture("broken-bad-weight.cfg"))) { error in
+            guard let error = error as? ConfigurationError else { return XCTFail("\(error)") }
+            XCTAssertEqual(error.line, 7)
+            XCTAssertEqual(error.keyword, "weight")
+            XCTAssertEqual(error.message, "invalid value '300' (expected an integer from 0 to 256)")
+        }
+    }
+
+    // MARK: loading
+
+    func testLoadErrorsAreLineZeroKeywordFile() {
+        for path in ["/nonexistent/haproxy.cfg", Self.fixtures.path] {
+            XCTAssertThrowsError(try HAProxyParser.load(path: path)) { error in
+                guard let error = error as? ConfigurationError else { return XCTFail("\(error)") }
+                XCTAssertEqual(error.file, path)
+                XCTAssertEqual(error.line, 0)
+                XCTAssertEqual(error.keyword, "file")
+            }
+        }
+    }
+
+    func testLoadRejectsInvalidUTF8() throws {
+        let path = NSTemporaryDirectory() + "balancerd-invalid-\(getpid()).cfg"
+        XCTAssertTrue(FileManager.default.createFile(atPath: path, contents: Data([0x66, 0xFF, 0xFE, 0x0A])))
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        XCTAssertThrowsError(try HAProxyParser.load(path: path)) { error in
+            XCTAssertEqual(error as? ConfigurationError,
+                           ConfigurationError(file: path, line: 0, keyword: "file", message: "not valid UTF-8 text"))
+        }
+    }
+
+    func testErrorDescriptionNamesFileLineAndKeyword() {
+        let error = ConfigurationError(file: "a.cfg", line: 3, keyword: "bind", message: "missing port")
+        XCTAssertEqual(error.description, "a.cfg:3: 'bind': missing port")
+    }
+
+    // MARK: defaults
+
+    func testDefaultsApplyToFollowingSections() throws {
+        let configuration = try parse("""
+            defaults
+                mode http
+                timeout connect 2s
+                timeout client 20s
+                timeout server 30s
+                timeout http-request 4s
+                timeout http-keep-alive 1s
+                retries 5
+                no option redispatch
+                option allbackups
+                option forwardfor
+            frontend fe
+                bind :80
+                timeout client 7s
+                default_backend be
+            backend be
+                timeout server 9s
+                server s1 10.0.0.1:80
+            """)
+        let frontend = configuration.frontends[0]
+        XCTAssertEqual(frontend.mode, .http)
+        XCTAssertTrue(frontend.forwardFor)
+        XCTAssertEqual(frontend.timeouts.client, .seconds(7))
+        XCTAssertEqual(frontend.timeouts.httpRequest, .seconds(4))
+        XCTAssertEqual(frontend.timeouts.httpKeepAlive, .seconds(1))
+        let backend = configuration.backends[0]
+        XCTAssertEqual(backend.mode, .http)
+        XCTAssertEqual(backend.timeouts.connect, .seconds(2))
+        XCTAssertEqual(backend.timeouts.server, .seconds(9))
+        XCTAssertEqual(backend.retries, 5)
+        XCTAssertFalse(backend.redispatch)
+        XCTAssertTrue(backend.allBackups)
+    }
+
+    func testNewDefaultsSectionResetsEverything() throws {
+        // haproxy: each defaults section replaces the previous one instead of adding to it.
+        let configuration = try parse("""
+            defaults
+                mode http
+                retries 7
+                timeout connect 1s
+                no option redispatch
+            frontend first
+                bind :80
+                default_backend first
+            backend first
+                server s1 10.0.0.1:80
+            defaults
+                timeout server 3s
+            frontend second
+                bind :81
+                default_backend second
+            backend second
+                server s1 10.0.0.1:81
+            """)
+        let first = try XCTUnwrap(configuration.backend(named: "first"))
+        XCTAssertEqual(first.mode, .http)
+        XCTAssertEqual(first.retries, 7)
+        XCTAssertFalse(first.redispatch)
+        XCTAssertEqual(first.timeouts.connect, .seconds(1))
+        XCTAssertEqual(first.timeouts.server, .seconds(50))
+
+        let second = try XCTUnwrap(configuration.backend(named: "second"))
+        XCTAssertEqual(second.mode, .tcp)
+        XCTAssertEqual(second.retries, 3)
+        XCTAssertTrue(second.redispatch)
+        XCTAssertEqual(second.timeouts.connect, .seconds(5))
+        XCTAssertEqual(second.timeouts.server, .seconds(3))
+        XCTAssertEqual(configuration.frontends[1].mode, .tcp)
+    }
+
+    func testSectionsBeforeDefaultsUseBuiltIns() throws {
+        let configuration = try parse(minimalProxies + "\ndefaults\n    mode http\n")
+        XCTAssertEqual(configuration.frontends[0].mode, .tcp)
+        XCTAssertEqual(configuration.backends[0].mode, .tcp)
+    }
+
+    func testNamedDefaultsAndFrom() throws {
+        let configuration = try parse("""
+            defaults web
+                mode http
+                timeout server 5s
+            defaults tcp
+                mode tcp
+            frontend site from web
+                bind :80
+                default_backend site
+            backend site from web
+                server s1 10.0.0.1:80
+            frontend db
+                bind :5432
+                default_backend db
+            backend db
+                server s1 10.0.0.2:5432
+            """)
+        XCTAssertEqual(configuration.frontends.map(\.mode), [.http, .tcp])
+        XCTAssertEqual(configuration.backend(named: "site")?.timeouts.server, .seconds(5))
+        XCTAssertEqual(configuration.backend(named: "db")?.mode, .tcp)
+        XCTAssertEqual(configuration.backend(named: "db")?.timeouts.server, .seconds(50))
+
+        assertError("defaults a\ndefaults a\n", line: 2, keyword: "defaults", "duplicate defaults section 'a' (first at line 1)")
+        assertError("backend b from nowhere\n", line: 1, keyword: "from", "no defaults section named 'nowhere'")
+        assertError("backend b from\n", line: 1, keyword: "from", "needs the name of a defaults section")
+    }
+
+    func testDefaultBackendInDefaults() throws {
+        let configuration = try parse("""
+            defaults
+                default_backend be
+            frontend fe
+                bind :80
+            backend be
+                server s1 10.0.0.1:80
+            """)
+        XCTAssertEqual(configuration.frontends[0].defaultBackend, "be")
+        // A missing backend is reported where the name was written: in the defaults section.
+        assertError("""
+            defaults
+                default_backend nope
+            frontend fe
+                bind :80
+            """, line: 2, keyword: "default_backend", "no backend or listen section named 'nope'")
+    }
+
+    func testRedispatch() throws {
+        let text = { (line: String) in "frontend fe\n bind :80\n default_backend be\nbackend be\n \(line)\n server s 1.2.3.4:5\n" }
+        XCTAssertTrue(try parse(text("")).backends[0].redispatch)
+        XCTAssertTrue(try parse(text("option redispatch")).backends[0].redispatch)
+        XCTAssertFalse(try parse(text("no option redispatch")).backends[0].redispatch)
+        XCTAssertTrue(try parse("defaults\n no option redispatch\n" + text("option redispatch")).backends[0].redispatch)
+        assertError(text("option redispatch 1"), line: 5, keyword: "option redispatch", "arguments to 'option redispatch' are not supported")
+    }
+
+    func testForwardForOnBackendAddsHeaderToo() throws {
+        let configuration = try parse("""
+            frontend fe
+                mode http
+                bind :80
+                default_backend be
+            backend be
+                mode http
+                option forwardfor
+                server s1 10.0.0.1:80
+            """)
+        XCTAssertTrue(configuration.frontends[0].forwardFor)
+        assertError("frontend fe\n option forwardfor except 127.0.0.0/8\n", line: 2, keyword: "option forwardfor",
+                    "arguments to 'option forwardfor' are not supported")
+    }
+
+    // MARK: listen
+
+    func testListenIsFrontendAndBackend() throws {
+        let configuration = try parse("""
+            listen stats-free-pool
+                bind 127.0.0.1:9000
+                mode http
+                timeout client 3s
+                timeout connect 1s
+                option forwardfor
+                retries 0
+                server a 10.0.0.1:80 weight 2
+                server b 10.0.0.2:80 backup
+            """)
+        var timeouts = Timeouts()
+        timeouts.client = .seconds(3)
+        timeouts.connect = .seconds(1)
+        XCTAssertEqual(configuration.frontends, [
+            Frontend(name: "stats-free-pool", binds: [hp("127.0.0.1", 9000)], mode: .http,
+                     defaultBackend: "stats-free-pool", timeouts: timeouts, forwardFor: true),
+        ])
+        XCTAssertEqual(configuration.backends, [
+            BackendConfig(name: "stats-free-pool", mode: .http, servers: [
+                ServerConfig(name: "a", address: hp("10.0.0.1", 80), weight: 2),
+                ServerConfig(name: "b", address: hp("10.0.0.2", 80), backup: true),
+            ], timeouts: timeouts, retries: 0),
+        ])
+    }
+
+    func testListenAndSeparateSectionsTogether() throws {
+        let configuration = try parse("""
+            listen one
+                bind :1
+                server s 10.0.0.1:1
+            frontend two
+                bind :2
+                default_backend one
+            backend three
+                server s 10.0.0.3:3
+            """)
+        XCTAssertEqual(configuration.frontends.map(\.name), ["one", "two"])
+        XCTAssertEqual(configuration.frontends.map(\.defaultBackend), ["one", "one"])
+        XCTAssertEqual(configuration.backends.map(\.name), ["one", "three"])
+    }
+
+    func testListenRejectsDefaultBackend() {
+        assertError("listen l\n bind :80\n default_backend x\n", line: 3, keyword: "default_backend",
+                    "not allowed in a listen section")
+    }
+
+    // MARK: bind
+
+    func testBindForms() throws {
+        let configuration = try parse("""
+            frontend fe
+                bind *:80
+                bind :81
+                bind 0.0.0.0:82
+                bind 127.0.0.1:8080
+                bind [::]:83
+                bind [::1]:8081
+                bind :::84
+                bind ::1:8082
+                bind ipv4@127.0.0.1:85
+                bind ipv6@[::1]:86
+                bind 10.0.0.1:87,10.0.0.2:88,[fe80::1%eth0]:89
+                bind localhost:0
+                default_backend be
+            backend be
+            """)
+        XCTAssertEqual(configuration.frontends[0].binds, [
+            hp("0.0.0.0", 80), hp("0.0.0.0", 81), hp("0.0.0.0", 82), hp("127.0.0.1", 8080), hp("::", 83),
+            hp("::1", 8081), hp("::", 84), hp("::1", 8082), hp("127.0.0.1", 85), hp("::1", 86),
+            hp("10.0.0.1", 87), hp("10.0.0.2", 88), hp("fe80::1%eth0", 89), hp("localhost", 0),
+        ])
+        XCTAssertEqual(configuration.backends[0].servers, [], "a backend without servers is valid, as in haproxy")
+    }
+
+    func testBindErrors() {
+        func bind(_ value: String) -> String { "frontend fe\n    bind \(value)\n" }
+        assertError(bind("*:443 ssl crt /etc/ssl/site.pem"), line: 2, keyword: "ssl", "TLS is not supported")
+        assertError(bind("*:80 accept-proxy"), line: 2, keyword: "accept-proxy", "bind parameter 'accept-proxy' is not supported")
+        assertError(bind("80"), line: 2, keyword: "bind", "missing port in '80'")
+        assertError(bind("*:"), line: 2, keyword: "bind", "missing port")
+        assertError(bind("*:8000-8010"), line: 2, keyword: "bind", "port ranges are not supported")
+        assertError(bind("*:65536"), line: 2, keyword: "bind", "invalid port '65536'")
+        assertError(bind("*:http"), line: 2, keyword: "bind", "invalid port 'http'")
+        assertError(bind("unix@/run/b.sock"), line: 2, keyword: "bind", "address family 'unix@' is not supported")
+        assertError(bind("/run/b.sock"), line: 2, keyword: "bind", "UNIX socket addresses are not supported")
+        assertError(bind("[::1:80"), line: 2, keyword: "bind", "missing ']'")
+        assertError(bind("[::1]80"), line: 2, keyword: "bind", "missing port")
+        assertError(bind("[127.0.0.1]:80"), line: 2, keyword: "bind", "brackets are only for IPv6")
+        assertError(bind(":80,,:81"), line: 2, keyword: "bind", "empty address in list")
+        assertError(bind("{{.Address}}:80"), line: 2, keyword: "bind", "invalid host '{{.Address}}'")
+        assertError("frontend fe\n    bind\n", line: 2, keyword: "bind", "missing address")
+    }
+
+    // MARK: servers
+
+    func testServerParameters() throws {
+        let configuration = try parse("""
+            backend be
+                server plain 10.0.0.1:80
+                server weighted 10.0.0.2:80 weight 256
+                server drained 10.0.0.3:80 weight 0
+                server standby 10.0.0.4:80 backup
+                server checked 10.0.0.5:80 check
+                server tuned 10.0.0.6:80 check inter 500ms rise 1 fall 5 maxconn 100
+                server inter-only 10.0.0.7:80 inter 10s
+                server ipv6 [2001:db8::1]:8080 check backup weight 3
+                server named db.example.com:5432
+            frontend fe
+                bind :80
+                default_backend be
+            """)
+        XCTAssertEqual(configuration.backends[0].servers, [
+            ServerConfig(name: "plain", address: hp("10.0.0.1", 80)),
+            ServerConfig(name: "weighted", address: hp("10.0.0.2", 80), weight: 256),
+            ServerConfig(name: "drained", address: hp("10.0.0.3", 80), weight: 0),
+            ServerConfig(name: "standby", address: hp("10.0.0.4", 80), backup: true),
+            ServerConfig(name: "checked", address: hp("10.0.0.5", 80), check: HealthCheckConfig()),
+            ServerConfig(name: "tuned", address: hp("10.0.0.6", 80),
+                         check: HealthCheckConfig(interval: .milliseconds(500), rise: 1, fall: 5)),
+            ServerConfig(name: "inter-only", address: hp("10.0.0.7", 80)),
+            ServerConfig(name: "ipv6", address: hp("2001:db8::1", 8080), weight: 3, backup: true, check: HealthCheckConfig()),
+            ServerConfig(name: "named", address: hp("db.example.com", 5432)),
+        ])
+    }
+
+    func testDefaultServer() throws {
+        let configuration = try parse("""
+            defaults
+                default-server inter 3s fall 4
+            backend be
+                server a 10.0.0.1:80 check
+                default-server check weight 5
+                server b 10.0.0.2:80
+                server c 10.0.0.3:80 no-check weight 1
+            frontend fe
+                bind :80
+                default_backend be
+            """)
+        XCTAssertEqual(configuration.backends[0].servers, [
+            ServerConfig(name: "a", address: hp("10.0.0.1", 80), check: HealthCheckConfig(interval: .seconds(3), rise: 2, fall: 4)),
+            ServerConfig(name: "b", address: hp("10.0.0.2", 80), weight: 5,
+                         check: HealthCheckConfig(interval: .seconds(3), rise: 2, fall: 4)),
+            ServerConfig(name: "c", address: hp("10.0.0.3", 80)),
+        ])
+        assertError("frontend fe\n default-server check\n", line: 2, keyword: "default-server", "not allowed in a frontend section")
+    }
+
+    func testServerErrors() {
+        func server(_ rest: String) -> String { "global\n    maxconn 10\nbackend be\n    server \(rest)\n" }
+        assertError(server("s1 10.0.0.1:80 weight 257"), line: 4, keyword: "weight", "expected an integer from 0 to 256")
+        assertError(server("s1 10.0.0.1:80 weight -1"), line: 4, keyword: "weight", "invalid value '-1'")
+        assertError(server("s1 10.0.0.1:80 weight heavy"), line: 4, keyword: "weight", "invalid value 'heavy'")
+        assertError(server("s1 10.0.0.1:80 weight"), line: 4, keyword: "weight", "'weight' needs a value")
+        assertError(server("s1 10.0.0.1:80 rise 0"), line: 4, keyword: "rise", "an integer of at least 1")
+        assertError(server("s1 10.0.0.1:80 fall 0"), line: 4, keyword: "fall", "an integer of at least 1")
+        assertError(server("s1 10.0.0.1:80 check inter 0"), line: 4, keyword: "inter", "invalid interval '0'")
+        assertError(server("s1 10.0.0.1:80 check inter often"), line: 4, keyword: "inter", "invalid interval 'often'")
+        assertError(server("s1 10.0.0.1:80 cookie s1"), line: 4, keyword: "cookie", "unknown or unsupported server parameter 'cookie'")
+        assertError(server("s1 10.0.0.1:443 ssl verify none"), line: 4, keyword: "ssl", "TLS to servers is not supported")
+        assertError(server("s1 10.0.0.1:0"), line: 4, keyword: "server", "invalid port '0'")
+        assertError(server("s1 10.0.0.1:65536"), line: 4, keyword: "server", "invalid port '65536'")
+        assertError(server("s1 10.0.0.1"), line: 4, keyword: "server", "missing port")
+        assertError(server("s1 *:80"), line: 4, keyword: "server", "missing host")
+        assertError(server("s1"), line: 4, keyword: "server", "expected server NAME HOST:PORT")
+        assertError(server("s/1 10.0.0.1:80"), line: 4, keyword: "server", "invalid server name 's/1'")
+        assertError("backend be\n server a 10.0.0.1:80\n\n server a 10.0.0.2:80\n", line: 4, keyword: "server",
+                    "duplicate server name 'a' in backend 'be' (first at line 2)")
+    }
+
+    // MARK: keywords
+
+    func testBalance() {
+        XCTAssertNoThrow(try parse("defaults\n balance roundrobin\n" + minimalProxies))
+        assertError("backend be\n balance leastconn\n", line: 2, keyword: "balance", "unsupported balance algorithm 'leastconn'")
+        assertError("backend be\n balance source\n", line: 2, keyword: "balance", "unsupported balance algorithm 'source'")
+        assertError("backend be\n balance\n", line: 2, keyword: "balance", "missing algorithm")
+        assertError("backend be\n balance roundrobin extra\n", line: 2, keyword: "balance", "unexpected argument 'extra'")
+        assertError("frontend fe\n balance roundrobin\n", line: 2, keyword: "balance", "not allowed in a frontend section")
+    }
+
+    func testModes() throws {
+        let http = try parse("frontend f\n mode http\n bind :80\n default_backend b\nbackend b\n mode http\n")
+        XCTAssertEqual(http.frontends[0].mode, .http)
+        assertError("defaults\n mode health\n", line: 2, keyword: "mode", "'mode health' is not supported")
+        assertError("defaults\n mode udp\n", line: 2, keyword: "mode", "unknown mode 'udp'")
+        assertError("defaults\n mode\n", line: 2, keyword: "mode", "'mode' needs a value")
+        assertError("""
+            frontend f
+                mode http
+                bind :80
+                default_backend b
+            backend b
+                mode tcp
+            """, line: 4, keyword: "default_backend", "frontend 'f' is in http mode but backend 'b' is in tcp mode")
+    }
+
+    func testTimeouts() throws {
+        let configuration = try parse("""
+            defaults
+                timeout connect 250
+                timeout queue 30s
+                timeout check 5s
+                timeout tunnel 1h
+                timeout client-fin 1s
+                timeout server-fin 1s
+            frontend fe
+                bind :80
+                timeout http-request 100us
+                timeout client-fin 2s
+                default_backend be
+            backend be
+                timeout queue 1s
+                timeout tunnel 1d
+            """)
+        XCTAssertEqual(configuration.backends[0].timeouts.connect, .milliseconds(250))
+        XCTAssertEqual(configuration.frontends[0].timeouts.httpRequest, .microseconds(100))
+
+        assertError("defaults\n timeout connect 5 s\n", line: 2, keyword: "timeout connect", "unexpected argument 's'")
+        assertError("defaults\n timeout connect fast\n", line: 2, keyword: "timeout connect", "invalid duration 'fast'")
+        assertError("defaults\n timeout check -1\n", line: 2, keyword: "timeout check", "invalid duration '-1'")
+        assertError("defaults\n timeout server\n", line: 2, keyword: "timeout server", "needs a value")
+        assertError("defaults\n timeout tarpit 1s\n", line: 2, keyword: "timeout tarpit", "unknown timeout 'tarpit'")
+        assertError("defaults\n timeout\n", line: 2, keyword: "timeout", "missing timeout name")
+        assertError("frontend fe\n timeout connect 1s\n", line: 2, keyword: "timeout connect", "applies to the server side")
+        assertError("backend be\n timeout client 1s\n", line: 2, keyword: "timeout client", "applies to the client side")
+        assertError("backend be\n timeout http-request 1s\n", line: 2, keyword: "timeout http-request", "applies to the client side")
+    }
+
+    func testOptions() throws {
+        XCTAssertNoThrow(try parse("""
+            defaults
+                log global
+                option httplog
+                option tcplog
+                option dontlognull
+                option http-server-close
+                option http-keep-alive
+                no option http-server-close
+                no log
+                option allbackups
+                no option allbackups
+                maxconn 1000
+            """ + "\n" + minimalProxies))
+        assertError("backend be\n option httpchk GET /health\n", line: 2, keyword: "option httpchk", "health checks are TCP connects")
+        assertError("backend be\n option mysql-check user haproxy\n", line: 2, keyword: "option mysql-check", "not supported")
+        assertError("defaults\n option foo\n", line: 2, keyword: "option foo", "unknown or unsupported option 'foo'")
+        assertError("defaults\n no option foo\n", line: 2, keyword: "no option foo", "unknown or unsupported option 'foo'")
+        assertError("defaults\n option\n", line: 2, keyword: "option", "missing option name")
+        assertError("defaults\n no\n", line: 2, keyword: "no", "'no' needs a keyword")
+        assertError("defaults\n no retries\n", line: 2, keyword: "no retries", "only supported before 'option' and 'log'")
+        assertError("frontend fe\n option redispatch\n", line: 2, keyword: "option redispatch", "not allowed in a frontend section")
+        assertError("frontend fe\n no option allbackups\n", line: 2, keyword: "no option allbackups", "not allowed in a frontend section")
+    }
+
+    func testMisplacedKeywords() {
+        assertError("backend be\n bind :80\n", line: 2, keyword: "bind", "'bind' is not allowed in a backend section")
+        assertError("defaults\n bind :80\n", line: 2, keyword: "bind", "'bind' is not allowed in a defaults section")
+        assertError("frontend fe\n server s 1.2.3.4:5\n", line: 2, keyword: "server", "not allowed in a frontend section")
+        assertError("frontend fe\n retries 3\n", line: 2, keyword: "retries", "not allowed in a frontend section")
+        assertError("backend be\n default_backend x\n", line: 2, keyword: "default_backend", "not allowed in a backend section")
+        assertError("backend be\n maxconn 10\n", line: 2, keyword: "maxconn", "not allowed in a backend section")
+        assertError("backend be\n retries -1\n", line: 2, keyword: "retries", "invalid value '-1'")
+    }
+
+    func testUnknownAndUnsupportedKeywords() {
+        assertError("frontend fe\n bind :80\n use_backend api if is_api\n", line: 3, keyword: "use_backend",
+                    "'use_backend' is not supported by balancerd")
+        assertError("backend be\n stick-table type ip size 1m\n", line: 2, keyword: "stick-table", "not supported")
+        assertError("frontend fe\n bnid :80\n", line: 2, keyword: "bnid", "unknown keyword 'bnid' in frontend 'fe'")
+        assertError("defaults\n colour blue\n", line: 2, keyword: "colour", "unknown keyword 'colour' in defaults section")
+    }
+
+    // MARK: global
+
+    func testGlobal() throws {
+        let configuration = try parse("""
+            global
+                maxconn 2000
+                nbthread 8
+                daemon
+                log /dev/log local0 info
+                chroot /var/lib/haproxy
+                user haproxy
+                group haproxy
+                uid 99
+                gid 99
+                pidfile /var/run/haproxy.pid
+                stats socket /run/haproxy/admin.sock mode 660 level admin expose-fd listeners
+                stats timeout 30s
+                ca-base /etc/ssl/certs
+                crt-base /etc/ssl/private
+                ssl-default-bind-ciphers ECDHE-ECDSA-AES128-GCM-SHA256
+                ssl-default-bind-ciphersuites TLS_AES_128_GCM_SHA256
+                ssl-default-bind-options ssl-min-ver TLSv1.2 no-tls-tickets
+                ssl-default-server-ciphers ECDHE-ECDSA-AES128-GCM-SHA256
+                ssl-default-server-options no-sslv3
+                ssl-default-server-ciphersuites TLS_AES_128_GCM_SHA256
+                tune.ssl.default-dh-param 2048
+                ulimit-n 65536
+                log-send-hostname
+            global
+                maxconn 3000
+            """ + "\n" + minimalProxies)
+        XCTAssertEqual(configuration.global, GlobalSettings(maxConnections: 3000, threads: 8))
+
+        assertError("global\n nbthread 0\n", line: 2, keyword: "nbthread", "expected an integer from 1 to 1024")
+        assertError("global\n nbthread 2000\n", line: 2, keyword: "nbthread", "expected an integer from 1 to 1024")
+        assertError("global\n maxconn 0\n", line: 2, keyword: "maxconn", "an integer of at least 1")
+        assertError("global\n maxconn 99999999999999999999\n", line: 2, keyword: "maxconn", "invalid value")
+        assertError("global\n maxconn 10 20\n", line: 2, keyword: "maxconn", "unexpected argument '20'")
+        assertError("global\n stats timeout soon\n", line: 2, keyword: "stats timeout", "invalid duration 'soon'")
+        assertError("global\n stats enable\n", line: 2, keyword: "stats enable", "only 'stats socket' and 'stats timeout'")
+        assertError("global\n stats\n", line: 2, keyword: "stats", "only 'stats socket'")
+        assertError("global\n nbproc 4\n", line: 2, keyword: "nbproc", "unknown or unsupported keyword 'nbproc' in global section")
+        assertError("global\n hard-stop-after 30s\n", line: 2, keyword: "hard-stop-after", "in global section")
+        assertError("global extra\n", line: 1, keyword: "global", "'global' takes no arguments")
+    }
+
+    // MARK: structure and validation
+
+    func testTopLevelErrors() {
+        assertError("maxconn 10\n", line: 1, keyword: "maxconn", "outside any section")
+        assertError("# comment\n\nuserlist admins\n", line: 3, keyword: "userlist", "'userlist' sections are not supported")
+        assertError("resolvers dns\n", line: 1, keyword: "resolvers", "not supported")
+        assertError("frontend\n", line: 1, keyword: "frontend", "missing frontend name")
+        assertError("backend\n", line: 1, keyword: "backend", "missing backend name")
+        assertError("listen l 0.0.0.0:80\n", line: 1, keyword: "listen", "unexpected argument '0.0.0.0:80'")
+        assertError("frontend web@1\n", line: 1, keyword: "frontend", "invalid name 'web@1'")
+    }
+
+    func testNoFrontend() {
+        assertError("", line: 0, keyword: "frontend", "no frontend or listen section")
+        assertError("# nothing here\n\n", line: 0, keyword: "frontend", "no frontend or listen section")
+        assertError("backend be\n server s1 10.0.0.1:80\n", line: 0, keyword: "frontend", "no frontend or listen section")
+    }
+
+    func testFrontendChecks() {
+        assertError("frontend fe\n default_backend be\nbackend be\n", line: 1, keyword: "frontend", "frontend 'fe' has no 'bind' line")
+        assertError("backend be\nlisten l\n server s 1.2.3.4:5\n", line: 2, keyword: "listen", "listen 'l' has no 'bind' line")
+        assertError("backend be\n\nfrontend fe\n bind :80\n", line: 3, keyword: "frontend", "frontend 'fe' has no 'default_backend'")
+        assertError("frontend fe\n bind :80\n default_backend bee\nbackend be\n", line: 3, keyword: "default_backend",
+                    "no backend or listen section named 'bee'")
+        // A frontend is not a backend even when the names match.
+        assertError("frontend a\n bind :80\n default_backend b\nfrontend b\n bind :81\n default_backend a\nbackend a\n",
+                    line: 3, keyword: "default_backend", "no backend or listen section named 'b'")
+    }
+
+    func testDuplicateNames() throws {
+        assertError("frontend a\n bind :1\nfrontend a\n bind :2\n", line: 3, keyword: "frontend",
+                    "duplicate name 'a': a frontend or listen section with this name is at line 1")
+        assertError("backend a\nbackend a\n", line: 2, keyword: "backend", "duplicate name 'a'")
+        assertError("backend a\nlisten a\n", line: 2, keyword: "listen", "a backend or listen section with this name is at line 1")
+        assertError("listen a\nfrontend a\n", line: 2, keyword: "frontend", "a frontend or listen section with this name is at line 1")
+        // The usual haproxy idiom: a frontend and its backend share a name.
+        let configuration = try parse("frontend web\n bind :80\n default_backend web\nbackend web\n server s 1.2.3.4:5\n")
+        XCTAssertEqual(configuration.frontends[0].defaultBackend, "web")
+    }
+
+    // MARK: lexical rules
+
+    func testCommentsBlankLinesAndWhitespace() throws {
+        let configuration = try parse(
+            "# leading comment\n"
+            + "\n"
+            + "\t \n"
+            + "frontend fe # trailing comment\n"
+            + "\tbind\t:80   # tabs and spaces\n"
+            + "  \t  default_backend be#no space before the comment\n"
+            + "    # indented comment\n"
+            + "backend be\n"
+            + "server s1 10.0.0.1:80\n"  // no indentation at all
+        )
+        XCTAssertEqual(configuration.frontends[0].binds, [hp("0.0.0.0", 80)])
+        XCTAssertEqual(configuration.frontends[0].defaultBackend, "be")
+        XCTAssertEqual(configuration.backends[0].servers.count, 1)
+    }
+
+    func testCRLFLineEndings() throws {
+        let configuration = try parse("frontend fe\r\n    bind :80\r\n    default_backend be\r\nbackend be\r\n")
+        XCTAssertEqual(configuration.frontends[0].defaultBackend, "be")
+        assertError("frontend fe\r\n    bind :80\r\n    bogus\r\n", line: 3, keyword: "bogus", "unknown keyword")
+    }
+
+    func testQuotesAndEscapes() throws {
+        XCTAssertEqual(try tokenize(#"server "web 1" 10.0.0.1:80"#), ["server", "web 1", "10.0.0.1:80"])
+        XCTAssertEqual(try tokenize(#"a 'single "quoted" \n' b"#), ["a", #"single "quoted" \n"#, "b"])
+        XCTAssertEqual(try tokenize(#"a "x\"y" z"#), ["a", #"x"y"#, "z"])
+        XCTAssertEqual(try tokenize(##"a \#b c # comment"##), ["a", "#b", "c"])
+        XCTAssertEqual(try tokenize(##"a "#b" '#c'"##), ["a", "#b", "#c"])
+        XCTAssertEqual(try tokenize(#"a"b c"d e"#), ["ab cd", "e"])
+        XCTAssertEqual(try tokenize(#"a\ b"#), ["a b"])
+        XCTAssertEqual(try tokenize(#"a "" b"#), ["a", "", "b"])
+        XCTAssertEqual(try tokenize("   "), [])
+        XCTAssertEqual(try tokenize("# only"), [])
+
+        // Quoting works on real keywords too.
+        let configuration = try parse("frontend \"fe\"\n bind ':80'\n default_backend b\\e\nbackend be\n")
+        XCTAssertEqual(configuration.frontends[0].name, "fe")
+        XCTAssertEqual(configuration.frontends[0].defaultBackend, "be")
+
+        assertError("frontend fe\n bind \":80\n", line: 2, keyword: "bind", "unterminated double quote")
+        assertError("frontend fe\n bind ':80\n", line: 2, keyword: "bind", "unterminated single quote")
+        assertError("frontend fe\n bind :80 \\", line: 2, keyword: "bind", "backslash at end of line")
+        assertError("frontend fe\n\"bind\n", line: 2, keyword: "bind", "unterminated double quote")
+        // A quoted `#` is data, so the address is wrong rather than cut short.
+        assertError("frontend fe\n bind \":80#x\"\n", line: 2, keyword: "bind", "invalid port '80#x'")
+    }
+
+    private func tokenize(_ line: String) throws -> [String] {
+        try HAProxyParser.tokenize(Substring(line).unicodeScalars, file: "t", line: 1)
+    }
+}

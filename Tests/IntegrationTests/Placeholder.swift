@@ -1,0 +1,2 @@
+import XCTest
+final class PlaceholderIntegration: XCTestCase { func testNothing() {} }

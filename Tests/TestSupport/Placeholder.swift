@@ -1,0 +1,1 @@
+// placeholder until helper-2 lands\nenum _Placeholder {}
