@@ -42,6 +42,7 @@ public final class Proxy: @unchecked Sendable {
     private let publishLock = Mutex<PublishState>(PublishState())
     public let healthChecker: HealthChecker
     public private(set) var boundAddresses: [BoundAddress] = []
+    private var started = false
 
     struct PublishState {
         var tables: [BackendTable] = []
@@ -150,6 +151,7 @@ public final class Proxy: @unchecked Sendable {
 
     /// Starts one thread per loop.
     public func start() {
+        started = true
         for worker in workers {
             let loop = worker.loop
             threads.append(LoopThread(name: "balancerd-\(loop.index)") { loop.run() })
@@ -177,8 +179,21 @@ public final class Proxy: @unchecked Sendable {
         }
         guard let table else { return nil }
         if let config { configuration.backends[index] = config }
+        // Hand the table to every loop, and wait (briefly) until each has it, so that when
+        // this returns, every new connection is balanced over the new set. Waiting here
+        // costs the control thread one loop iteration, never a loop anything.
+        let applied = Atomic<Int>(0)
         for worker in workers {
-            worker.loop.execute { worker.tables[index] = table }
+            worker.loop.execute {
+                worker.tables[index] = table
+                applied.add(1, ordering: .releasing)
+            }
+        }
+        if started {
+            let deadline = Posix.monotonicNanoseconds() + 1_000_000_000
+            while applied.load(ordering: .acquiring) < workers.count && Posix.monotonicNanoseconds() < deadline {
+                Posix.sleep(milliseconds: 1)
+            }
         }
         healthChecker.watch(publishLock.withLock { $0.tables })
         return table.generation

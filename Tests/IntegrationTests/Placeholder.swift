@@ -1,2 +1,0 @@
-import XCTest
-final class PlaceholderIntegration: XCTestCase { func testNothing() {} }

@@ -1,1 +1,0 @@
-// placeholder until helper-2 lands\nenum _Placeholder {}
