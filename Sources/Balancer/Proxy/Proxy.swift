@@ -12,11 +12,14 @@ public struct ProxyOptions: Sendable {
     /// One SO_REUSEPORT listener per loop (true), or a single listener socket whose
     /// accepts are shared by all loops (false). See Benchmarks/README.md.
     public var reusePort: Bool
+    /// Move bytes with splice(2) through pipes (zero copy) rather than through buffers.
+    public var splice: Bool
 
-    public init(threads: Int, quiet: Bool, reusePort: Bool = true) {
+    public init(threads: Int, quiet: Bool, reusePort: Bool = true, splice: Bool = true) {
         self.threads = threads
         self.quiet = quiet
         self.reusePort = reusePort
+        self.splice = splice
     }
 }
 
@@ -81,7 +84,7 @@ public final class Proxy: @unchecked Sendable {
         for index in 0..<max(1, options.threads) {
             let loop = try EventLoop(index: index)
             workers.append(ProxyWorker(loop: loop, shared: shared, frontends: frontends,
-                                       backendCounters: backendCounters, tables: initial))
+                                       backendCounters: backendCounters, tables: initial, splice: options.splice))
         }
         try bindListeners()
         healthChecker.watch(initial)

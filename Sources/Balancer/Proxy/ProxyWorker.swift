@@ -12,10 +12,14 @@ final class ProxyWorker: @unchecked Sendable {
     var listeners: [Listener] = []
     let pool = TransferPool()
     let log = LogBuffer()
+    /// Forward through pipes with splice(2) (true) or through buffers (false).
+    let splice: Bool
     private var lastShortageLog: Int64 = 0
 
-    init(loop: EventLoop, shared: ProxyShared, frontends: [FrontendRuntime], backendCounters: [BackendCounters], tables: [BackendTable]) {
+    init(loop: EventLoop, shared: ProxyShared, frontends: [FrontendRuntime], backendCounters: [BackendCounters],
+         tables: [BackendTable], splice: Bool) {
         self.loop = loop
+        self.splice = splice
         self.shared = shared
         self.frontends = frontends
         self.backendCounters = backendCounters
@@ -32,6 +36,9 @@ final class ProxyWorker: @unchecked Sendable {
     }
 
     func startSession(client: CInt, peer: SocketAddress, frontend: FrontendRuntime) {
+        // Nagle would hold back the tail of every response we relay until the client's
+        // delayed ACK (40 ms): the client already chose its segment sizes.
+        Socket.setNoDelay(client)
         frontend.current.add(1, ordering: .relaxed)
         frontend.total.add(1, ordering: .relaxed)
         let session = TCPSession(worker: self, client: client, peer: peer, frontend: frontend,

@@ -23,6 +23,9 @@ final class TCPSession: EventHandler {
     var up = Relay()     // client -> server
     var down = Relay()   // server -> client
     var retries = 0
+    /// Whether EPOLLOUT is in the interest set of each socket (see updateInterest).
+    var clientWatchesOutput = false
+    var serverWatchesOutput = false
 
     let acceptedAt: Int64
     let acceptedWall: Int64
@@ -55,7 +58,9 @@ final class TCPSession: EventHandler {
     func start(loop: EventLoop) {
         loop.register(self)
         do {
-            try loop.watch(clientFD, side: 0, events: [.readable, .writable, .readHangup], for: self)
+            // No EPOLLOUT until a write would block: with edge triggering every ACK that
+            // frees send-buffer space would otherwise wake the loop for nothing.
+            try loop.watch(clientFD, side: 0, events: [.readable, .readHangup], for: self)
         } catch {
             perform(machine.ioFailed(.client), loop: loop)
             return
@@ -115,7 +120,9 @@ final class TCPSession: EventHandler {
         }
         serverFD = fd
         do {
+            // EPOLLOUT here reports the end of the non-blocking connect.
             try loop.watch(fd, side: serverSide, events: [.readable, .writable, .readHangup], for: self)
+            serverWatchesOutput = true
         } catch {
             perform(machine.connectFailed(timedOut: false), loop: loop)
             return
@@ -145,8 +152,8 @@ final class TCPSession: EventHandler {
         up.destination = serverFD
         down.source = serverFD
         down.destination = clientFD
-        if let pipe = worker.pool.takePipe() { up.pipe = pipe } else { up.buffer = worker.pool.takeBuffer() }
-        if let pipe = worker.pool.takePipe() { down.pipe = pipe } else { down.buffer = worker.pool.takeBuffer() }
+        if worker.splice, let pipe = worker.pool.takePipe() { up.pipe = pipe } else { up.buffer = worker.pool.takeBuffer() }
+        if worker.splice, let pipe = worker.pool.takePipe() { down.pipe = pipe } else { down.buffer = worker.pool.takeBuffer() }
         lastClientIO = loop.now
         lastServerIO = loop.now
         relay(loop: loop)
@@ -242,8 +249,25 @@ final class TCPSession: EventHandler {
         if case .closed = machine.state { return }
 
         if case .budgetExhausted = upOutcome { loop.runAgain(self) } else if case .budgetExhausted = downOutcome { loop.runAgain(self) }
+        updateInterest(loop: loop)
         deadline = min(lastClientIO + clientTimeout, lastServerIO + serverTimeout)
         loop.scheduleDeadline(for: self)
+    }
+
+    /// Subscribes to EPOLLOUT only on a socket whose writes would block while bytes wait
+    /// for it (haproxy does the same): one epoll_ctl when backpressure starts and one
+    /// when it ends, instead of a wake-up per ACK.
+    private func updateInterest(loop: EventLoop) {
+        let clientNeeds = down.pending > 0 && !down.destinationWritable
+        if clientNeeds != clientWatchesOutput {
+            clientWatchesOutput = clientNeeds
+            try? loop.rewatch(clientFD, side: 0, events: clientNeeds ? [.readable, .readHangup, .writable] : [.readable, .readHangup], for: self)
+        }
+        let serverNeeds = up.pending > 0 && !up.destinationWritable
+        if serverNeeds != serverWatchesOutput {
+            serverWatchesOutput = serverNeeds
+            try? loop.rewatch(serverFD, side: serverSide, events: serverNeeds ? [.readable, .readHangup, .writable] : [.readable, .readHangup], for: self)
+        }
     }
 
     // MARK: ending

@@ -20,11 +20,17 @@ public enum Socket {
         }
     }
 
+    /// Disables Nagle's algorithm: forwarded bytes leave at once, since the peer that
+    /// sent them already batched them.
+    public static func setNoDelay(_ fd: CInt) {
+        _ = try? Posix.setOption(fd, level: Int32(IPPROTO_TCP), name: TCP_NODELAY, value: 1)
+    }
+
     /// Starts connecting to `address`; returns the socket and whether it is already connected.
     public static func connect(to address: SocketAddress) throws(SystemError) -> (fd: CInt, connected: Bool) {
         let fd = try Posix.socket(family: address.family)
         // Forwarded bytes should leave at once: the client already batched them.
-        _ = try? Posix.setOption(fd, level: Int32(IPPROTO_TCP), name: TCP_NODELAY, value: 1)
+        setNoDelay(fd)
         do throws(SystemError) {
             switch try Posix.connect(fd, to: address) {
             case .processed(let connected): return (fd, connected)
