@@ -172,10 +172,11 @@ final class CommandLineOptionsTests: XCTestCase {
             .configuration()
         XCTAssertEqual(configuration.global.threads, 3)
         XCTAssertEqual(configuration.frontends, [
-            Frontend(name: "main", binds: [HostPort(host: "0.0.0.0", port: 80)], mode: .tcp, defaultBackend: "main"),
+            Frontend(name: "main", binds: [HostPort(host: "0.0.0.0", port: 80)], mode: .http, defaultBackend: "main",
+                     forwardFor: true),
         ])
         XCTAssertEqual(configuration.backends, [
-            BackendConfig(name: "main", mode: .tcp, servers: [
+            BackendConfig(name: "main", mode: .http, servers: [
                 ServerConfig(name: "s1", address: HostPort(host: "10.0.0.1", port: 80)),
                 ServerConfig(name: "s2", address: HostPort(host: "10.0.0.2", port: 80), weight: 2),
             ]),

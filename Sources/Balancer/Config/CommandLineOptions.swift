@@ -47,9 +47,9 @@ public struct CommandLineOptions: Sendable, Equatable {
     public var quiet: Bool
     public var demo: Bool
 
-    /// The mode used when neither `--mode` nor a config file says otherwise.
-    // TCP until HTTP mode lands; the HTTP-mode issue changes this to `.http`.
-    public static let defaultMode: ProxyMode = .tcp
+    /// The mode used when neither `--mode` nor a config file says otherwise: HTTP, as
+    /// balancerd usually sits on port 80 in front of web servers.
+    public static let defaultMode: ProxyMode = .http
     public static let defaultListen = HostPort(host: "0.0.0.0", port: 80)
     public static let defaultGrace: Duration = .seconds(10)
 
@@ -272,7 +272,11 @@ public struct CommandLineOptions: Sendable, Equatable {
         } else {
             let mode = mode ?? Self.defaultMode
             configuration = Configuration(
-                frontends: [Frontend(name: "main", binds: [listen ?? Self.defaultListen], mode: mode, defaultBackend: "main")],
+                // From flags, HTTP mode adds X-Forwarded-For (haproxy's `option forwardfor`):
+                // servers behind a balancer nearly always want the client address. A config
+                // file says it explicitly, as in haproxy.
+                frontends: [Frontend(name: "main", binds: [listen ?? Self.defaultListen], mode: mode, defaultBackend: "main",
+                                     forwardFor: mode == .http)],
                 backends: [BackendConfig(name: "main", mode: mode, servers: servers)])
         }
         if let threads {

@@ -15,11 +15,20 @@ final class ProxyWorker: @unchecked Sendable {
     /// Forward through pipes with splice(2) (true) or through buffers (false).
     let splice: Bool
     private var lastShortageLog: Int64 = 0
+    /// HTTP mode: idle keep-alive connections to servers, per server.
+    let idlePool = IdlePool()
+    let httpLimits: HTTPHeadParser.Limits
+    /// Scratch space for rewriting heads; reused by every session of the loop.
+    var scratch: [UInt8] = []
+    /// The process is shutting down: HTTP responses say `Connection: close`.
+    var stopping = false
 
     init(loop: EventLoop, shared: ProxyShared, frontends: [FrontendRuntime], backendCounters: [BackendCounters],
-         tables: [BackendTable], splice: Bool) {
+         tables: [BackendTable], splice: Bool, httpLimits: HTTPHeadParser.Limits = .init()) {
         self.loop = loop
         self.splice = splice
+        self.httpLimits = httpLimits
+        scratch.reserveCapacity(4096)
         self.shared = shared
         self.frontends = frontends
         self.backendCounters = backendCounters
@@ -41,14 +50,31 @@ final class ProxyWorker: @unchecked Sendable {
         Socket.setNoDelay(client)
         frontend.current.add(1, ordering: .relaxed)
         frontend.total.add(1, ordering: .relaxed)
-        let session = TCPSession(worker: self, client: client, peer: peer, frontend: frontend,
-                                 table: tables[frontend.backendIndex], now: loop.now)
-        session.start(loop: loop)
+        switch frontend.config.mode {
+        case .tcp:
+            let session = TCPSession(worker: self, client: client, peer: peer, frontend: frontend,
+                                     table: tables[frontend.backendIndex], now: loop.now)
+            session.start(loop: loop)
+        case .http:
+            let session = HTTPSession(worker: self, client: client, peer: peer, frontend: frontend,
+                                      table: tables[frontend.backendIndex], now: loop.now)
+            session.start(loop: loop)
+        }
+    }
+
+    /// An HTTP session closed (it logs its own requests).
+    func httpSessionEnded(_ session: HTTPSession, loop: EventLoop) {
+        session.frontend.current.wrappingSubtract(1, ordering: .relaxed)
+        releaseSlot(loop: loop)
     }
 
     func sessionEnded(_ session: TCPSession, termination: TerminationState, loop: EventLoop) {
         if !shared.quiet { logConnection(session, termination: termination, loop: loop) }
         session.frontend.current.wrappingSubtract(1, ordering: .relaxed)
+        releaseSlot(loop: loop)
+    }
+
+    private func releaseSlot(loop: EventLoop) {
         shared.releaseSlot()
         // A slot is free again: a listener paused on maxconn can take the next client now.
         for listener in listeners where listener.paused {
@@ -56,19 +82,22 @@ final class ProxyWorker: @unchecked Sendable {
         }
     }
 
-    /// Stops accepting: closes this loop's listeners. Open sessions carry on.
+    /// Stops accepting: closes this loop's listeners. Open sessions carry on; HTTP
+    /// sessions close their client connection after the response in flight.
     func stopAccepting() {
+        stopping = true
         for listener in listeners { listener.close(loop: loop) }
         listeners.removeAll()
     }
 
     /// Ends every open session now (after the shutdown grace period).
     func killSessions() {
-        var sessions: [TCPSession] = []
+        var sessions: [any ProxySession] = []
         loop.forEachHandler { handler in
-            if let session = handler as? TCPSession { sessions.append(session) }
+            if let session = handler as? any ProxySession { sessions.append(session) }
         }
         for session in sessions { session.kill(loop: loop) }
+        idlePool.closeAll(loop: loop)
     }
 
     func noteResourceShortage(_ error: SystemError) {

@@ -140,6 +140,26 @@ final class TransferPool {
         return .allocate(byteCount: TransferPool.bufferSize, alignment: 16)
     }
 
+    private var byteBuffers: [ByteBuffer] = []
+
+    /// A buffer for HTTP mode (reused across sessions; 16 KiB to start).
+    func takeByteBuffer() -> ByteBuffer {
+        if var buffer = byteBuffers.popLast() {
+            buffer.clear()
+            return buffer
+        }
+        return ByteBuffer(capacity: TransferPool.bufferSize)
+    }
+
+    func give(_ buffer: ByteBuffer) {
+        // A buffer that grew for one large head is not kept: it would pin that memory.
+        if byteBuffers.count < 1024 && buffer.capacity <= 4 * TransferPool.bufferSize {
+            byteBuffers.append(buffer)
+        } else {
+            buffer.deallocate()
+        }
+    }
+
     func give(_ buffer: UnsafeMutableRawBufferPointer) {
         if buffers.count < 1024 { buffers.append(buffer) } else { buffer.deallocate() }
     }
@@ -147,5 +167,6 @@ final class TransferPool {
     deinit {
         for pipe in pipes { Posix.close(pipe.read); Posix.close(pipe.write) }
         for buffer in buffers { buffer.deallocate() }
+        for buffer in byteBuffers { buffer.deallocate() }
     }
 }

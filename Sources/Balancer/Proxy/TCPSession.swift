@@ -4,7 +4,7 @@
 // Sides in epoll data words: 0 is the client; the server alternates between 1 and 2 on
 // each connect attempt, so a late event for a socket abandoned by a retry is
 // recognisable and ignored.
-final class TCPSession: EventHandler {
+final class TCPSession: EventHandler, ProxySession {
     var registration = EventLoop.Registration.none
     var deadline: Int64 = 0
     var filedDeadline: Int64 = 0

@@ -1,0 +1,71 @@
+// The responses balancerd writes itself, in haproxy's format (src/http.c http_err_msgs):
+// the same reason phrases ("400 Bad request", "504 Gateway Time-out") and bodies, so
+// that clients and log scrapers moving from haproxy see what they saw before. haproxy has
+// no 431; its body here follows the same pattern. Every one closes the connection: after
+// an error we do not trust the framing of what follows on it.
+//
+// The bytes are built once per process and then only shared, so sending one allocates
+// nothing.
+
+public enum ErrorResponse: Sendable, Equatable, CaseIterable {
+    case badRequest
+    case methodNotAllowed
+    case requestTimeout
+    case headerFieldsTooLarge
+    case internalServerError
+    case badGateway
+    case serviceUnavailable
+    case gatewayTimeout
+
+    public var status: Int {
+        switch self {
+        case .badRequest: 400
+        case .methodNotAllowed: 405
+        case .requestTimeout: 408
+        case .headerFieldsTooLarge: 431
+        case .internalServerError: 500
+        case .badGateway: 502
+        case .serviceUnavailable: 503
+        case .gatewayTimeout: 504
+        }
+    }
+
+    /// The complete response: status line, fields and body.
+    public var bytes: [UInt8] {
+        switch self {
+        case .badRequest: Self.badRequestBytes
+        case .methodNotAllowed: Self.methodNotAllowedBytes
+        case .requestTimeout: Self.requestTimeoutBytes
+        case .headerFieldsTooLarge: Self.headerFieldsTooLargeBytes
+        case .internalServerError: Self.internalServerErrorBytes
+        case .badGateway: Self.badGatewayBytes
+        case .serviceUnavailable: Self.serviceUnavailableBytes
+        case .gatewayTimeout: Self.gatewayTimeoutBytes
+        }
+    }
+
+    private static let badRequestBytes = make("400 Bad request", "Your browser sent an invalid request.")
+    private static let methodNotAllowedBytes = make(
+        "405 Method Not Allowed", "A request was made of a resource using a request method not supported by that resource")
+    private static let requestTimeoutBytes = make(
+        "408 Request Time-out", "Your browser didn't send a complete request in time.")
+    private static let headerFieldsTooLargeBytes = make(
+        "431 Request Header Fields Too Large", "Your browser sent a request whose header fields are too large.")
+    private static let internalServerErrorBytes = make("500 Internal Server Error", "An internal server error occurred.")
+    private static let badGatewayBytes = make("502 Bad Gateway", "The server returned an invalid or incomplete response.")
+    private static let serviceUnavailableBytes = make(
+        "503 Service Unavailable", "No server is available to handle this request.")
+    private static let gatewayTimeoutBytes = make("504 Gateway Time-out", "The server didn't respond in time.")
+
+    /// `statusAndReason` is "503 Service Unavailable"; the length is computed, never typed.
+    private static func make(_ statusAndReason: String, _ message: String) -> [UInt8] {
+        let body = "<html><body><h1>\(statusAndReason)</h1>\n\(message)\n</body></html>\n"
+        let head = "HTTP/1.1 \(statusAndReason)\r\n"
+            + "content-length: \(body.utf8.count)\r\n"
+            + "cache-control: no-cache\r\n"
+            + "content-type: text/html\r\n"
+            + "connection: close\r\n"
+            + "\r\n"
+        return Array(head.utf8) + Array(body.utf8)
+    }
+}
