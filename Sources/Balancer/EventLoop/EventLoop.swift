@@ -48,6 +48,20 @@ public final class EventLoop: @unchecked Sendable {
     private var runQueueSpare: [Registration] = []
     private let tasks = Mutex<[@Sendable () -> Void]>([])
     private var stopping = false
+    /// Descriptors watched through an owner table (haproxy's fdtab), indexed by fd: their
+    /// epoll data word names the fd, and the handler it goes to can change with a memory
+    /// write instead of an epoll_ctl. Used for server connections that move between
+    /// sessions and the idle pool on every request.
+    private var fdOwners: [FDOwner] = []
+
+    struct FDOwner {
+        var registration = Registration.none
+        var side = 0
+        var generation: UInt32 = 0
+    }
+
+    /// Side value in a data word that marks an owner-table descriptor.
+    private static let ownedMarker: UInt64 = 3
 
     /// Monotonic time of the current loop iteration, in ns. Reading the clock once per
     /// iteration (haproxy's `now_ms`) keeps clock_gettime out of the per-read path.
@@ -121,7 +135,7 @@ public final class EventLoop: @unchecked Sendable {
         UInt64(reg.generation) << 32 | UInt64(reg.slot) << 2 | UInt64(side & 3)
     }
 
-    /// Adds `fd` to the epoll set for `handler`, edge-triggered. `side` (0...3) is echoed back.
+    /// Adds `fd` to the epoll set for `handler`, edge-triggered. `side` (0...2) is echoed back.
     public func watch(_ fd: CInt, side: Int, events: Epoll.Events, for handler: any EventHandler) throws(SystemError) {
         try Epoll.add(epfd, fd: fd, events: events.union(.edgeTriggered), data: dataWord(handler.registration, side: side))
     }
@@ -132,6 +146,42 @@ public final class EventLoop: @unchecked Sendable {
 
     public func unwatch(_ fd: CInt) {
         Epoll.remove(epfd, fd: fd)
+    }
+
+    // MARK: owner-table descriptors (loop thread only)
+
+    /// Adds `fd` to the epoll set, delivering its events to `handler` with `side` (any
+    /// Int: the idle pool uses the fd itself). Sides 0...2 of slot registrations and this
+    /// table never collide: the data word's low bits say which one it is.
+    public func watchOwned(_ fd: CInt, events: Epoll.Events, owner handler: any EventHandler, side: Int) throws(SystemError) {
+        let index = Int(fd)
+        if index >= fdOwners.count {
+            fdOwners.append(contentsOf: repeatElement(FDOwner(), count: max(index + 1 - fdOwners.count, 256)))
+        }
+        fdOwners[index].generation &+= 1
+        fdOwners[index].registration = handler.registration
+        fdOwners[index].side = side
+        let data = UInt64(fdOwners[index].generation) << 32 | UInt64(UInt32(fd)) << 2 | EventLoop.ownedMarker
+        try Epoll.add(epfd, fd: fd, events: events.union(.edgeTriggered), data: data)
+    }
+
+    /// Hands `fd`'s future events to another handler. No system call.
+    @inline(__always)
+    public func setOwner(_ fd: CInt, to handler: any EventHandler, side: Int) {
+        fdOwners[Int(fd)].registration = handler.registration
+        fdOwners[Int(fd)].side = side
+    }
+
+    public func modifyOwned(_ fd: CInt, events: Epoll.Events) throws(SystemError) {
+        let owner = fdOwners[Int(fd)]
+        let data = UInt64(owner.generation) << 32 | UInt64(UInt32(fd)) << 2 | EventLoop.ownedMarker
+        try Epoll.modify(epfd, fd: fd, events: events.union(.edgeTriggered), data: data)
+    }
+
+    /// Forgets an owned fd before it is closed: events still queued for it are dropped.
+    public func releaseOwned(_ fd: CInt) {
+        fdOwners[Int(fd)].generation &+= 1
+        fdOwners[Int(fd)].registration = .none
     }
 
     /// Makes sure the handler's current `deadline` is filed. Cheap when the deadline only
@@ -181,6 +231,13 @@ public final class EventLoop: @unchecked Sendable {
                 let data = events.data(i)
                 if data == EventLoop.wakeData {
                     EventFD.drain(wakeFD)
+                    continue
+                }
+                if data & 3 == EventLoop.ownedMarker {
+                    let fd = Int((data & 0xFFFF_FFFF) >> 2)
+                    guard fd < fdOwners.count, fdOwners[fd].generation == UInt32(truncatingIfNeeded: data >> 32),
+                          let handler = handler(for: fdOwners[fd].registration) else { continue }
+                    handler.ready(events.flags(i), side: fdOwners[fd].side, loop: self)
                     continue
                 }
                 let reg = Registration(slot: UInt32(truncatingIfNeeded: (data & 0xFFFF_FFFF) >> 2),

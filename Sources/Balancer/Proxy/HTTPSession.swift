@@ -45,13 +45,13 @@ final class HTTPSession: EventHandler, ProxySession {
     var clientEOF = false
     var clientShutdown = false
     var clientWatchesOutput = false
+    var clientHangupSeen = false
 
-    // Server side. `serverSide` alternates 1/2 per attached socket, so a late event for a
-    // socket the session already let go of is recognised and ignored.
+    // Server side. The socket is watched through the loop's owner table (side 1), so a
+    // late event for a socket the session let go of goes to its new owner or nowhere.
     var serverFD: CInt = -1
     var server: Server?
     var serverIndex = -1
-    var serverSide = 1
     var serverReused = false
     var connecting = false
     var serverIn: ByteBuffer
@@ -64,6 +64,7 @@ final class HTTPSession: EventHandler, ProxySession {
     var serverEOF = false
     var serverShutdown = false
     var serverWatchesOutput = false
+    var serverHangupSeen = false
 
     // The current exchange.
     var requestParser: HTTPHeadParser
@@ -137,6 +138,12 @@ final class HTTPSession: EventHandler, ProxySession {
         advance(loop: loop)
     }
 
+    /// Soft stop: a connection waiting for its next request is closed now, since it
+    /// would only keep the process alive through the grace period for nothing.
+    func closeIfIdle(loop: EventLoop) {
+        if phase == .awaitingRequest && clientIn.isEmpty { close(loop: loop) }
+    }
+
     func kill(loop: EventLoop) {
         guard phase != .closed else { return }
         termination = .make("K", phase == .awaitingRequest ? "R" : "D")
@@ -149,11 +156,16 @@ final class HTTPSession: EventHandler, ProxySession {
     func ready(_ events: Epoll.Events, side: Int, loop: EventLoop) {
         let input = !events.isDisjoint(with: [.readable, .readHangup, .hangup, .error])
         let output = !events.isDisjoint(with: [.writable, .hangup, .error])
+        // A FIN that arrived before this event was collected shows up as RDHUP in it; a
+        // later one raises a new event. So once RDHUP is seen, a short read no longer
+        // proves the socket drained (the EOF may still be queued behind the data).
+        let hangup = !events.isDisjoint(with: [.readHangup, .hangup, .error])
         if side == 0 {
             if input { clientReadable = true }
             if output { clientWritable = true }
+            if hangup { clientHangupSeen = true }
         } else {
-            guard side == serverSide, serverFD >= 0 else { return }
+            guard serverFD >= 0 else { return }
             if connecting {
                 guard input || output else { return }
                 if let _ = Posix.pendingError(serverFD) {
@@ -164,6 +176,7 @@ final class HTTPSession: EventHandler, ProxySession {
             } else {
                 if input { serverReadable = true }
                 if output { serverWritable = true }
+                if hangup { serverHangupSeen = true }
             }
         }
         advance(loop: loop)
@@ -274,6 +287,9 @@ final class HTTPSession: EventHandler, ProxySession {
                 return true
             case .processed(let n):
                 if phase == .awaitingRequest && clientIn.isEmpty && firstByteAt == 0 { firstByteAt = loop.now }
+                // A short read emptied the socket's queue; edge-triggered epoll reports the
+                // next bytes that arrive, so there is no need to learn it from an EAGAIN.
+                if n < HTTPSession.readChunk && !clientHangupSeen { clientReadable = false }
                 clientIn.didWrite(n)
                 lastClientIO = loop.now
                 return true
@@ -418,28 +434,21 @@ final class HTTPSession: EventHandler, ProxySession {
         let server = table.servers[index]
         self.server = server
         serverIndex = index
-        serverSide = serverSide == 1 ? 2 : 1
         serverReadable = true
         serverWritable = true
+        serverHangupSeen = false
         serverEOF = false
         serverShutdown = false
         serverIn.clear()
         serverOutSent = 0
         responseParser.reset()
         connectStartedAt = loop.now
-        if let fd = worker.idlePool.take(for: server, loop: loop) {
+        if let fd = worker.idlePool.take(for: server) {
             serverFD = fd
             serverReused = true
             connecting = false
-            do {
-                try loop.rewatch(fd, side: serverSide, events: [.readable, .readHangup], for: self)
-                serverWatchesOutput = false
-            } catch {
-                Posix.close(fd)
-                serverFD = -1
-                connectNext(avoiding: nil, loop: loop)
-                return
-            }
+            loop.setOwner(fd, to: self, side: 1)
+            serverWatchesOutput = false
             connectedAt = loop.now
             server.health.total.add(1, ordering: .relaxed)
             return
@@ -448,7 +457,9 @@ final class HTTPSession: EventHandler, ProxySession {
         do {
             let (fd, connected) = try Socket.connect(to: server.address)
             serverFD = fd
-            try loop.watch(fd, side: serverSide, events: [.readable, .writable, .readHangup], for: self)
+            // Server sockets go through the loop's owner table: they move between this
+            // session and the idle pool on every request, without an epoll_ctl.
+            try loop.watchOwned(fd, events: [.readable, .writable, .readHangup], owner: self, side: 1)
             serverWatchesOutput = true
             if connected {
                 connectSucceeded(loop: loop)
@@ -485,9 +496,9 @@ final class HTTPSession: EventHandler, ProxySession {
     private func dropServer(reusable: Bool, loop: EventLoop) {
         guard serverFD >= 0 else { return }
         if reusable, let server {
-            worker.idlePool.give(serverFD, server: server, loop: loop)
+            worker.idlePool.give(serverFD, server: server, watchingOutput: serverWatchesOutput)
         } else {
-            loop.unwatch(serverFD)
+            loop.releaseOwned(serverFD)
             Posix.close(serverFD)
         }
         serverFD = -1
@@ -538,7 +549,7 @@ final class HTTPSession: EventHandler, ProxySession {
         guard serverReadable, wantsServerInput() else { return false }
         let target = serverIn.writable(atLeast: HTTPSession.readChunk)
         do {
-            switch try Posix.read(serverFD, UnsafeMutableRawBufferPointer(rebasing: target.prefix(max(HTTPSession.readChunk, target.count)))) {
+            switch try Posix.read(serverFD, target) {
             case .wouldBlock:
                 serverReadable = false
                 return false
@@ -546,6 +557,7 @@ final class HTTPSession: EventHandler, ProxySession {
                 serverEOF = true
                 return true
             case .processed(let n):
+                if n < target.count && !serverHangupSeen { serverReadable = false }   // drained (see readClient)
                 serverIn.didWrite(n)
                 responseStarted = true
                 lastServerIO = loop.now
@@ -826,7 +838,7 @@ final class HTTPSession: EventHandler, ProxySession {
         let serverNeeds = connecting || (serverOut.readableCount > serverOutSent && !serverWritable)
         if serverNeeds != serverWatchesOutput {
             serverWatchesOutput = serverNeeds
-            try? loop.rewatch(serverFD, side: serverSide, events: serverNeeds ? [.readable, .readHangup, .writable] : [.readable, .readHangup], for: self)
+            try? loop.modifyOwned(serverFD, events: serverNeeds ? [.readable, .readHangup, .writable] : [.readable, .readHangup])
         }
     }
 

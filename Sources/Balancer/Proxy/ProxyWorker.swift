@@ -16,7 +16,7 @@ final class ProxyWorker: @unchecked Sendable {
     let splice: Bool
     private var lastShortageLog: Int64 = 0
     /// HTTP mode: idle keep-alive connections to servers, per server.
-    let idlePool = IdlePool()
+    let idlePool: IdlePool
     let httpLimits: HTTPHeadParser.Limits
     /// Scratch space for rewriting heads; reused by every session of the loop.
     var scratch: [UInt8] = []
@@ -28,12 +28,14 @@ final class ProxyWorker: @unchecked Sendable {
         self.loop = loop
         self.splice = splice
         self.httpLimits = httpLimits
+        self.idlePool = IdlePool(loop: loop)
         scratch.reserveCapacity(4096)
         self.shared = shared
         self.frontends = frontends
         self.backendCounters = backendCounters
         self.tables = tables
         loop.endOfIteration = { [unowned self] in self.log.flush() }
+        idlePool.attach()
     }
 
     /// Registers the listening sockets created for this loop.
@@ -88,6 +90,11 @@ final class ProxyWorker: @unchecked Sendable {
         stopping = true
         for listener in listeners { listener.close(loop: loop) }
         listeners.removeAll()
+        var idle: [HTTPSession] = []
+        loop.forEachHandler { handler in
+            if let session = handler as? HTTPSession { idle.append(session) }
+        }
+        for session in idle { session.closeIfIdle(loop: loop) }
     }
 
     /// Ends every open session now (after the shutdown grace period).
@@ -97,7 +104,7 @@ final class ProxyWorker: @unchecked Sendable {
             if let session = handler as? any ProxySession { sessions.append(session) }
         }
         for session in sessions { session.kill(loop: loop) }
-        idlePool.closeAll(loop: loop)
+        idlePool.closeAll()
     }
 
     func noteResourceShortage(_ error: SystemError) {

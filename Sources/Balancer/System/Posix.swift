@@ -49,6 +49,18 @@ public enum Posix {
         try syscall(where: "read") { Glibc.read(fd, buffer.baseAddress, buffer.count) }
     }
 
+    /// Looks at the next byte without taking it: how an idle connection is checked.
+    public static func peek(_ fd: CInt) -> IOResult<Int> {
+        var byte: UInt8 = 0
+        while true {
+            let n = Glibc.recv(fd, &byte, 1, Int32(MSG_PEEK | MSG_DONTWAIT))
+            if n >= 0 { return .processed(n) }
+            if Glibc.errno == EINTR { continue }
+            if Glibc.errno == EAGAIN { return .wouldBlock }
+            return .processed(0)   // an error is as final as an EOF for the caller
+        }
+    }
+
     public static func write(_ fd: CInt, _ buffer: UnsafeRawBufferPointer) throws(SystemError) -> IOResult<Int> {
         // MSG_NOSIGNAL: a peer that went away must give EPIPE, not kill the process.
         try syscall(where: "send") { Glibc.send(fd, buffer.baseAddress, buffer.count, Int32(MSG_NOSIGNAL)) }
