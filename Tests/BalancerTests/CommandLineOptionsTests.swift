@@ -36,8 +36,8 @@ final class CommandLineOptionsTests: XCTestCase {
     }
 
     func testNoArgumentsNeedsServers() {
-        assertUsageError([], "no servers: give --server HOST:PORT or --config FILE")
-        assertUsageError(["--listen", ":80"], "no servers: give --server HOST:PORT or --config FILE")
+        assertUsageError([], "no servers: give --server HOST:PORT, --consul URL, --etcd URL or --config FILE")
+        assertUsageError(["--listen", ":80"], "no servers: give --server HOST:PORT, --consul URL, --etcd URL or --config FILE")
     }
 
     func testCheck() throws {
@@ -146,7 +146,7 @@ final class CommandLineOptionsTests: XCTestCase {
     }
 
     func testConfigExcludesInlineSetup() throws {
-        let message = "--config cannot be combined with --listen/--server/--mode; put them in the file"
+        let message = "--config cannot be combined with --listen/--server/--mode/--consul/--etcd; put them in the file"
         assertUsageError(["--config", "x.cfg", "--listen", ":80"], message)
         assertUsageError(["--server", "a:1", "--config", "x.cfg"], message)
         assertUsageError(["--config=x.cfg", "--mode=http"], message)

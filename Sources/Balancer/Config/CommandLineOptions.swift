@@ -42,6 +42,12 @@ public struct CommandLineOptions: Sendable, Equatable {
     public var servers: [ServerConfig]
     /// `--threads`; overrides `nbthread` from the file.
     public var threads: Int?
+    /// `--consul URL --service NAME [--tag TAG] [--dc DC] [--consul-token TOKEN]` or
+    /// `--etcd URL --etcd-prefix PREFIX`: the servers follow a discovery source.
+    public var discovery: DiscoveryConfig?
+    /// The raw discovery flags, assembled into `discovery` after the scan.
+    private var consulURL: String?, consulService: String?, consulTag: String?, consulDC: String?, consulToken: String?
+    private var etcdURL: String?, etcdPrefix: String?
     /// How long a graceful stop waits for open connections (`--grace`).
     public var grace: Duration
     public var quiet: Bool
@@ -70,18 +76,27 @@ public struct CommandLineOptions: Sendable, Equatable {
     public static let usage: String = """
         usage: balancerd [--config FILE] [--listen HOST:PORT] [--mode http|tcp] [--server HOST:PORT[,weight=N]]...
                          [--threads N] [--grace DURATION] [--quiet]
+                         [--consul URL --service NAME [--tag TAG] [--dc DC] [--consul-token TOKEN]]
+                         [--etcd URL --etcd-prefix PREFIX]
                balancerd check --config FILE
                balancerd --help | --version
 
           --config FILE        read a haproxy.cfg (supported subset); cannot be combined with --listen/--server/--mode
           --listen HOST:PORT   address to accept clients on (default 0.0.0.0:80; *:PORT and [::]:PORT work)
-          --mode http|tcp      proxy mode (default tcp)
+          --mode http|tcp      proxy mode (default http)
           --server HOST:PORT[,weight=N][,backup]
                                a backend server; repeat for more (named s1, s2, ... in order; weight 0-256, default 1)
           --threads N          event-loop threads, 1-1024 (default: one per CPU core); overrides nbthread
           --grace DURATION     how long a graceful stop waits for open connections (default 10s;
                                e.g. 500ms, 30s, 2m; a bare number is milliseconds, as in haproxy)
-          --quiet              log errors only
+          --quiet              no per-connection / per-request log lines
+          --consul URL         follow the passing instances of --service in Consul (blocking queries)
+          --service NAME       the Consul service to follow
+          --tag TAG            only instances with this tag
+          --dc DC              the Consul datacenter to ask
+          --consul-token TOKEN ACL token (default: $CONSUL_HTTP_TOKEN), sent as X-Consul-Token
+          --etcd URL           follow an etcd v3 prefix (JSON gateway), registrator's layout: PREFIX<ID> = host:port
+          --etcd-prefix PREFIX the key prefix to follow
           --demo               start built-in demo backends and balance across them
           check                validate --config FILE and exit (status 0 when valid)
           --help               print this help
@@ -177,6 +192,27 @@ public struct CommandLineOptions: Sendable, Equatable {
             case "--quiet":
                 try noValue()
                 options.quiet = true
+            case "--consul":
+                try once()
+                options.consulURL = try value()
+            case "--service":
+                try once()
+                options.consulService = try value()
+            case "--tag":
+                try once()
+                options.consulTag = try value()
+            case "--dc":
+                try once()
+                options.consulDC = try value()
+            case "--consul-token":
+                try once()
+                options.consulToken = try value()
+            case "--etcd":
+                try once()
+                options.etcdURL = try value()
+            case "--etcd-prefix":
+                try once()
+                options.etcdPrefix = try value()
             case "--demo":
                 try noValue()
                 options.demo = true
@@ -199,15 +235,35 @@ public struct CommandLineOptions: Sendable, Equatable {
             options.command = .version
             return options
         }
+        try options.assembleDiscovery()
         try options.validate(flags: used)
         return options
+    }
+
+    /// Turns the discovery flags into one `DiscoveryConfig`, or says what is missing.
+    private mutating func assembleDiscovery() throws(UsageError) {
+        if let url = consulURL {
+            guard etcdURL == nil else { throw UsageError(message: "--consul and --etcd cannot be combined") }
+            guard url.hasPrefix("http://") else { throw UsageError(message: "--consul: URL must start with http:// (got '\(url)')") }
+            guard let service = consulService else { throw UsageError(message: "--consul needs --service NAME") }
+            discovery = .consul(url: url, service: service, tag: consulTag, datacenter: consulDC, token: consulToken)
+        } else if consulService != nil || consulTag != nil || consulDC != nil || consulToken != nil {
+            throw UsageError(message: "--service, --tag, --dc and --consul-token need --consul URL")
+        }
+        if let url = etcdURL {
+            guard url.hasPrefix("http://") else { throw UsageError(message: "--etcd: URL must start with http:// (got '\(url)')") }
+            guard let prefix = etcdPrefix, !prefix.isEmpty else { throw UsageError(message: "--etcd needs --etcd-prefix PREFIX") }
+            discovery = .etcd(url: url, prefix: prefix)
+        } else if etcdPrefix != nil {
+            throw UsageError(message: "--etcd-prefix needs --etcd URL")
+        }
     }
 
     /// The rules that involve more than one flag.
     private func validate(flags: [String]) throws(UsageError) {
         if configPath != nil {
-            if listen != nil || !servers.isEmpty || mode != nil {
-                throw UsageError(message: "--config cannot be combined with --listen/--server/--mode; put them in the file")
+            if listen != nil || !servers.isEmpty || mode != nil || discovery != nil {
+                throw UsageError(message: "--config cannot be combined with --listen/--server/--mode/--consul/--etcd; put them in the file")
             }
             if demo {
                 throw UsageError(message: "--demo cannot be combined with --config; the demo brings its own servers")
@@ -220,8 +276,8 @@ public struct CommandLineOptions: Sendable, Equatable {
                 throw UsageError(message: "check takes only --config FILE, not \(other)")
             }
         case .run:
-            if configPath == nil && servers.isEmpty && !demo {
-                throw UsageError(message: "no servers: give --server HOST:PORT or --config FILE")
+            if configPath == nil && servers.isEmpty && !demo && discovery == nil {
+                throw UsageError(message: "no servers: give --server HOST:PORT, --consul URL, --etcd URL or --config FILE")
             }
         case .help, .version:
             break
@@ -277,7 +333,7 @@ public struct CommandLineOptions: Sendable, Equatable {
                 // file says it explicitly, as in haproxy.
                 frontends: [Frontend(name: "main", binds: [listen ?? Self.defaultListen], mode: mode, defaultBackend: "main",
                                      forwardFor: mode == .http)],
-                backends: [BackendConfig(name: "main", mode: mode, servers: servers)])
+                backends: [BackendConfig(name: "main", mode: mode, servers: servers, discovery: discovery)])
         }
         if let threads {
             configuration.global.threads = threads

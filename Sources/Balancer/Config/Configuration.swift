@@ -139,9 +139,13 @@ public struct BackendConfig: Sendable, Equatable {
     public var redispatch: Bool
     /// `option allbackups`: use every backup server, not just the first.
     public var allBackups: Bool
+    /// Where the server list comes from when it is not (only) the `server` lines: a
+    /// balancerd extension, `discovery consul|etcd ...` (see DiscoveryConfig).
+    public var discovery: DiscoveryConfig?
 
     public init(name: String, mode: ProxyMode, balance: BalanceAlgorithm = .roundRobin, servers: [ServerConfig] = [],
-                timeouts: Timeouts = Timeouts(), retries: Int = 3, redispatch: Bool = true, allBackups: Bool = false) {
+                timeouts: Timeouts = Timeouts(), retries: Int = 3, redispatch: Bool = true, allBackups: Bool = false,
+                discovery: DiscoveryConfig? = nil) {
         self.name = name
         self.mode = mode
         self.balance = balance
@@ -150,7 +154,17 @@ public struct BackendConfig: Sendable, Equatable {
         self.retries = retries
         self.redispatch = redispatch
         self.allBackups = allBackups
+        self.discovery = discovery
     }
+}
+
+/// A discovery source for a backend: its servers follow Consul or etcd instead of (or
+/// after) the `server` lines of the file.
+public enum DiscoveryConfig: Sendable, Equatable {
+    /// Consul's health API: the passing instances of `service` (with `tag`, in `datacenter`).
+    case consul(url: String, service: String, tag: String?, datacenter: String?, token: String?)
+    /// etcd v3 (JSON gateway): every key under `prefix` holds `host:port` (registrator's layout).
+    case etcd(url: String, prefix: String)
 }
 
 /// Error raised for a bad configuration file: always names the file, the line and the

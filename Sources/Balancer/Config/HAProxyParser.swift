@@ -286,6 +286,7 @@ extension HAProxyParser {
         var binds: [HostPort] = []
         var servers: [ServerConfig] = []
         var serverLines: [String: Int] = [:]
+        var discovery: DiscoveryConfig?
     }
 
     private struct Parser {
@@ -528,8 +529,52 @@ extension HAProxyParser {
                     name: name, address: address, weight: parameters.weight, backup: parameters.backup,
                     check: parameters.check ? parameters.health : nil))
                 proxy.serverLines[name] = line
+            case "discovery":
+                guard proxy.kind.isBackSide else { throw misplaced(line, keyword, proxy.kind) }
+                guard proxy.discovery == nil else { throw error(line, keyword, "only one discovery source per backend") }
+                proxy.discovery = try discovery(words, line: line)
             default:
                 try handleProxyKeyword(words, line: line, kind: proxy.kind, label: label, settings: &proxy.settings)
+            }
+        }
+
+        /// balancerd's extension for discovery sources, one line in a backend:
+        ///   discovery consul URL service NAME [tag TAG] [dc DC] [token TOKEN]
+        ///   discovery etcd URL prefix PREFIX
+        /// haproxy has no equivalent (its nearest is server-template with DNS resolvers),
+        /// so the exporter writes the servers the source currently has instead.
+        func discovery(_ words: [String], line: Int) throws(ConfigurationError) -> DiscoveryConfig {
+            guard words.count >= 3 else {
+                throw error(line, "discovery", "expected 'discovery consul URL service NAME ...' or 'discovery etcd URL prefix PREFIX'")
+            }
+            let kind = words[1], url = words[2]
+            guard url.hasPrefix("http://") else {
+                throw error(line, "discovery \(kind)", "URL must start with http:// (got '\(url)')")
+            }
+            var options: [String: String] = [:]
+            var i = 3
+            while i < words.count {
+                let key = words[i]
+                guard i + 1 < words.count else { throw error(line, key, "'\(key)' needs a value") }
+                guard options[key] == nil else { throw error(line, key, "'\(key)' given twice") }
+                options[key] = words[i + 1]
+                i += 2
+            }
+            switch kind {
+            case "consul":
+                for key in options.keys where !["service", "tag", "dc", "token"].contains(key) {
+                    throw error(line, key, "unknown consul parameter '\(key)' (expected service, tag, dc, token)")
+                }
+                guard let service = options["service"] else { throw error(line, "discovery consul", "missing 'service NAME'") }
+                return .consul(url: url, service: service, tag: options["tag"], datacenter: options["dc"], token: options["token"])
+            case "etcd":
+                for key in options.keys where key != "prefix" {
+                    throw error(line, key, "unknown etcd parameter '\(key)' (expected prefix)")
+                }
+                guard let prefix = options["prefix"], !prefix.isEmpty else { throw error(line, "discovery etcd", "missing 'prefix PREFIX'") }
+                return .etcd(url: url, prefix: prefix)
+            default:
+                throw error(line, "discovery \(kind)", "unknown discovery source '\(kind)' (expected consul or etcd)")
             }
         }
 
@@ -787,7 +832,7 @@ extension HAProxyParser {
                 let backend = BackendConfig(
                     name: proxy.name, mode: settings.mode, balance: .roundRobin, servers: proxy.servers,
                     timeouts: settings.timeouts, retries: settings.retries, redispatch: settings.redispatch,
-                    allBackups: settings.allBackups)
+                    allBackups: settings.allBackups, discovery: proxy.discovery)
                 backends.append(backend)
                 backendIndex[proxy.name] = (backend, settings.forwardFor)
             }
