@@ -25,6 +25,7 @@ let package = Package(
         .executableTarget(name: "balancerd", dependencies: ["Balancer", "Discovery", "CBalancerShims"], swiftSettings: strict),
         .target(name: "TestSupport", path: "Tests/TestSupport", swiftSettings: strict),
         .testTarget(name: "BalancerTests", dependencies: ["Balancer", "TestSupport"], swiftSettings: strict),
+        .testTarget(name: "DiscoveryTests", dependencies: ["Discovery", "Balancer", "TestSupport"], swiftSettings: strict),
         .testTarget(
             name: "IntegrationTests",
             dependencies: ["TestSupport", "balancerd"],

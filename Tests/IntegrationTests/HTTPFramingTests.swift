@@ -207,4 +207,22 @@ final class HTTPFramingTests: XCTestCase {
         connection.shutdownWrite()
         XCTAssertTrue(connection.waitForClose(timeout: 3), "tunnel not closed after the client's half-close")
     }
+
+    /// An upgrade the server declines (it answers 200): the connection stays plain HTTP and
+    /// the next request on it is answered normally.
+    func testDeclinedUpgradeStaysHTTP() throws {
+        let servers = try startHTTPServers(["s1"])
+        let (balancer, port) = try startHTTPBalancer(servers: servers.map(\.address))
+        let connection = try connectHTTP(port)
+        try connection.send(getRequest("/no-upgrade", extra: "Connection: Upgrade\r\nUpgrade: websocket\r\n"))
+        do {
+            let response = try connection.readResponse()
+            XCTAssertEqual(response.status, 200, "\(response)")
+            try connection.send(getRequest("/after"))
+            let next = try connection.readResponse()
+            XCTAssertEqual(next.header("X-Path"), "/after", "\(next)")
+        } catch {
+            XCTFail("\(error)\n\(tail(balancer))")
+        }
+    }
 }

@@ -133,4 +133,32 @@ final class HTTPHostileRequestTests: XCTestCase {
         XCTAssertEqual(servers[0].completeRequests.map { show($0.head) + " body=\($0.body.count)" }, [], "a request with a bad chunk completed at the server")
         XCTAssertTrue(balancer.isRunning, "balancerd died\n\(tail(balancer))")
     }
+
+    /// A hostile request pipelined behind two good ones: the good ones are answered in order,
+    /// then 400 and the close; the hostile one never reaches a server.
+    func testHostileRequestPipelinedAfterGoodOnes() throws {
+        let servers = try startHTTPServers(["s1"])
+        let (balancer, port) = try startHTTPBalancer(servers: servers.map(\.address))
+        let connection = try connectHTTP(port)
+        try connection.send(
+            getRequest("/good1") + getRequest("/good2")
+                + "POST /evil HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+        )
+        var responses: [String] = []
+        do {
+            for expected in ["/good1", "/good2"] {
+                let response = try connection.readResponse()
+                responses.append(response.statusLine)
+                XCTAssertEqual(response.header("X-Path"), expected, "\(response)")
+            }
+            let last = try connection.readResponse()
+            XCTAssertEqual(last.status, 400, "\(last)")
+        } catch {
+            return XCTFail("after \(responses): \(error)\nserver saw: \(servers[0].receivedHeads.map(show))\n\(tail(balancer))")
+        }
+        XCTAssertTrue(connection.waitForClose(timeout: 2), "connection not closed after the 400")
+        sleepSeconds(0.2)
+        XCTAssertEqual(servers[0].receivedHeads.filter { $0.contains("/evil") }.map(show), [])
+        XCTAssertEqual(servers[0].completeRequests.map(\.target), ["/good1", "/good2"])
+    }
 }

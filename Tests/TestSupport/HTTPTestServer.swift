@@ -33,6 +33,10 @@ public final class HTTPTestServer: @unchecked Sendable {
         case reply([UInt8])
         /// Close without answering (a keep-alive race as the proxy sees it).
         case closeAfterHead
+        /// Answer the first request on each connection as `.respond` does, without
+        /// `Connection: close`, then close the connection (a server whose keep-alive timeout
+        /// is shorter than the proxy's idea of it).
+        case respondOnce
     }
 
     /// A request as the server received it.
@@ -185,7 +189,7 @@ public final class HTTPTestServer: @unchecked Sendable {
             record.withLock { $0.heads.append(head) }
 
             switch mode {
-            case .respond:
+            case .respond, .respondOnce:
                 break
             case .neverAnswer:
                 while fill(fd, &buffer) { buffer.removeAll() }
@@ -223,7 +227,12 @@ public final class HTTPTestServer: @unchecked Sendable {
 
             let connectionTokens = request.values("connection").flatMap { $0.lowercased().split(separator: ",").map { String($0).trimmingWhitespace() } }
             let keepAlive = request.version == "HTTP/1.0" ? connectionTokens.contains("keep-alive") : !connectionTokens.contains("close")
-            guard respond(fd: fd, to: request, name: name, keepAlive: keepAlive, buffer: &buffer), keepAlive else {
+            let more = respond(fd: fd, to: request, name: name, keepAlive: keepAlive, buffer: &buffer)
+            if case .respondOnce = mode {
+                sleepSeconds(0.02)
+                return
+            }
+            guard more, keepAlive else {
                 _ = shutdown(fd, Int32(SHUT_WR))
                 return
             }

@@ -774,7 +774,7 @@ final class HTTPSession: EventHandler, ProxySession {
             if keepAliveToClient && !clientEOF {
                 phase = .awaitingRequest
                 exchangeStartedAt = loop.now
-                firstByteAt = 0
+                resetExchange()
                 return true   // a pipelined request may already be waiting in clientIn
             }
             close(loop: loop)
@@ -782,6 +782,26 @@ final class HTTPSession: EventHandler, ProxySession {
         default:
             return false
         }
+    }
+
+    /// Forgets the exchange that just ended, so that an error or a log line for the next
+    /// request on this connection never shows the previous one's server, status or bytes.
+    private func resetExchange() {
+        firstByteAt = 0
+        headCompleteAt = 0
+        connectedAt = -1
+        responseHeadAt = -1
+        status = 0
+        bytesToClient = 0
+        responseToClientStarted = false
+        responseStarted = false
+        responseHeadDone = false
+        responseComplete = false
+        server = nil
+        serverIndex = -1
+        attempts = 0
+        termination = .normal
+        requestLine.removeAll(keepingCapacity: true)
     }
 
     /// Answers with a canned error (if nothing was sent to the client yet), then closes.
@@ -889,7 +909,7 @@ final class HTTPSession: EventHandler, ProxySession {
         log.append(UInt8(ascii: " "))
         log.append(worker.backendCounters[frontend.backendIndex].nameBytes)
         log.append(UInt8(ascii: "/"))
-        if let server, connectedAt >= 0 || status != 503 { log.append(server.nameBytes) } else { log.append("<NOSRV>" as StaticString) }
+        if let server { log.append(server.nameBytes) } else { log.append("<NOSRV>" as StaticString) }
         log.append(UInt8(ascii: " "))
         log.append(headCompleteAt >= start && headCompleteAt > 0 ? Int((headCompleteAt - start) / 1_000_000) : -1)
         log.append("/0/" as StaticString)

@@ -191,6 +191,41 @@ public enum Posix {
         }
     }
 
+    /// What a public `poll` waits for and reports, in Swift terms so callers outside this
+    /// layer (Discovery's HTTP client) need no Glibc.
+    public struct PollEvents: OptionSet, Sendable {
+        public var rawValue: Int16
+        public init(rawValue: Int16) { self.rawValue = rawValue }
+        public static let readable = PollEvents(rawValue: Int16(POLLIN))
+        public static let writable = PollEvents(rawValue: Int16(POLLOUT))
+        public static let error = PollEvents(rawValue: Int16(POLLERR))
+        public static let hangup = PollEvents(rawValue: Int16(POLLHUP))
+    }
+
+    public struct PollRequest: Sendable {
+        public var fd: CInt
+        public var events: PollEvents
+        /// Filled by `poll`; error and hangup are reported even when not asked for.
+        public var returned: PollEvents = []
+
+        public init(fd: CInt, events: PollEvents) {
+            self.fd = fd
+            self.events = events
+        }
+    }
+
+    /// poll(2) for control threads that block on a few descriptors (discovery's HTTP
+    /// client waits on its socket and a stop eventfd). Returns how many are ready; 0 on
+    /// timeout. EINTR restarts the wait with the full timeout, which only ever lengthens a
+    /// control-plane wait by the time the signal handler took.
+    public static func poll(_ requests: inout [PollRequest], timeoutMilliseconds: Int) throws(SystemError) -> Int {
+        var fds = requests.map { pollfd(fd: $0.fd, events: $0.events.rawValue, revents: 0) }
+        let timeout = CInt(clamping: timeoutMilliseconds)
+        let ready = try syscallValue(where: "poll") { Glibc.poll(&fds, nfds_t(fds.count), timeout) }
+        for i in requests.indices { requests[i].returned = PollEvents(rawValue: fds[i].revents) }
+        return Int(ready)
+    }
+
     // MARK: process
 
     public static func sleep(milliseconds ms: Int) {

@@ -1,0 +1,365 @@
+// Consul as a backend source: a loop of blocking queries on
+// `/v1/health/service/NAME?passing`, each answer turned into a whole BackendSet.
+//
+// The loop follows consul-template's `watch/view.go` and Consul's blocking-query notes:
+//  - the same X-Consul-Index means the wait timed out (or an idempotent write woke us):
+//    ask again, and the unchanged set publishes nothing;
+//  - an index that went backwards (snapshot restore, new cluster) resets to 0, and an
+//    index of 0 is sent as 1, so a broken answer can never turn the loop into a stream of
+//    non-blocking queries (see `ConsulIndex`);
+//  - successive calls are at least `minimumInterval` apart, with jitter;
+//  - errors back off exponentially with jitter, reset by the first success, and never
+//    publish anything: the last good table stays in force.
+//
+// Threading: `run` blocks the thread it is called on (the daemon gives each source one).
+// `stop` may be called from any thread; it triggers the StopSignal that every wait of
+// the loop and of its HTTP client also polls, so `run` returns within milliseconds.
+public import Balancer
+import Foundation
+
+// MARK: index rules
+
+/// consul-template's rules for the index to send with the next blocking query.
+public enum ConsulIndex {
+    /// `previous`: the index sent last (0 before the first answer); `received`: the
+    /// X-Consul-Index of the answer. Returns the index to send next.
+    ///  - Backwards means Consul's state was replaced (snapshot restore, a rebuilt
+    ///    cluster): reset to 0, i.e. stop trusting what we waited on.
+    ///  - 0 is never sent after the first call: Consul promises indexes >= 1, and a 0
+    ///    that slipped through would make every following query return at once. 1 is
+    ///    safe, as the answer that brought the reset also brought the current data.
+    public static func next(previous: UInt64, received: UInt64) -> UInt64 {
+        let next = received < previous ? 0 : received
+        return max(next, 1)
+    }
+}
+
+// MARK: source
+
+public final class ConsulSource: BackendSource {
+    public struct Options: Sendable {
+        /// `http://host:port[/prefix]` of a Consul agent.
+        public var url: String
+        public var service: String
+        /// Only instances carrying this tag (Consul matches tags case-insensitively).
+        public var tag: String?
+        /// Another datacenter than the agent's own.
+        public var datacenter: String?
+        /// ACL token, sent as `X-Consul-Token` (never logged).
+        public var token: String?
+        /// How long each blocking query may wait on the server (Consul caps it at 10 min).
+        public var wait: Duration = .seconds(300)
+        /// Least time between the starts of two queries; a random part of up to the same
+        /// again is added. A burst of changes is still seen as one or two updates, and
+        /// churn can never turn the loop into a hot loop. The first query after a quiet
+        /// period (a long blocking wait) goes out at once.
+        public var minimumInterval: Duration = .milliseconds(10)
+        /// Added to `wait * 17/16` (Consul adds up to wait/16 of jitter) to make the read
+        /// timeout of a blocking query; alone, it is the timeout of a non-blocking one.
+        public var timeoutMargin: Duration = .seconds(5)
+        public var connectTimeout: Duration = .seconds(3)
+        /// Backoff after errors starts at `backoffBase` and doubles up to `backoffCap`.
+        public var backoffBase: Duration = .milliseconds(100)
+        public var backoffCap: Duration = .seconds(5)
+        /// Where errors and recoveries are reported: stderr by default.
+        public var log: @Sendable (String) -> Void = { ControlLog.line($0) }
+
+        public init(url: String, service: String, tag: String? = nil, datacenter: String? = nil, token: String? = nil) {
+            self.url = url
+            self.service = service
+            self.tag = tag
+            self.datacenter = datacenter
+            self.token = token
+        }
+    }
+
+    public let options: Options
+    public let url: HTTPURL
+    private let stopSignal = StopSignal()
+
+    public init(options: Options) throws(HTTPClientError) {
+        self.options = options
+        self.url = try HTTPURL(parsing: options.url)
+    }
+
+    public var description: String {
+        var text = "consul \(url) service \(options.service)"
+        if let tag = options.tag { text += " tag \(tag)" }
+        if let dc = options.datacenter { text += " dc \(dc)" }
+        return text
+    }
+
+    public func stop() {
+        stopSignal.trigger()
+    }
+
+    public func run(update: @escaping @Sendable (BackendSet) -> Void) {
+        let client = HTTPClient(url: url, connectTimeout: options.connectTimeout, stopSignal: stopSignal)
+        defer { client.close() }
+        var index: UInt64 = 0
+        var last: BackendSet?
+        var lastSkipped: [String] = []
+        var backoff = Backoff(base: options.backoffBase, cap: options.backoffCap)
+        var generator = SystemRandomNumberGenerator()
+        var lastCallStart: Int64?
+        var failures = FailureReport()
+
+        while !stopSignal.isTriggered {
+            if let lastCallStart {
+                let elapsed = Duration.nanoseconds(Posix.monotonicNanoseconds() - lastCallStart)
+                let jitter = Duration.nanoseconds(Int64.random(in: 0...max(options.minimumInterval.nanosecondsClamped, 0), using: &generator))
+                let pause = Self.pause(sinceLastCall: elapsed, minimumInterval: options.minimumInterval, jitter: jitter)
+                if pause > .zero && !stopSignal.sleep(for: pause) { break }
+            }
+            lastCallStart = Posix.monotonicNanoseconds()
+
+            let answer: Answer
+            do throws(ConsulError) {
+                answer = try query(client, index: index)
+            } catch {
+                if stopSignal.isTriggered { break }
+                let delay = backoff.nextDelay(using: &generator)
+                if let line = failures.failed(error.description, now: Posix.monotonicNanoseconds()) {
+                    options.log("balancerd: consul: GET \(url)\(healthPath) failed: \(line); keeping the last good table (next try in \(delay.shortDescription))")
+                }
+                if !stopSignal.sleep(for: delay) { break }
+                continue
+            }
+
+            backoff.succeeded()
+            if let count = failures.succeeded() {
+                options.log("balancerd: consul: \(description) answering again after \(count) failed \(count == 1 ? "query" : "queries")")
+            }
+            index = ConsulIndex.next(previous: index, received: answer.index)
+            if answer.skipped != lastSkipped {
+                lastSkipped = answer.skipped
+                if !answer.skipped.isEmpty {
+                    options.log("balancerd: consul: \(description): ignoring instances without a usable address or port: \(answer.skipped.joined(separator: ", "))")
+                }
+            }
+            // An answer can be the same data: a wait that timed out, an idempotent write,
+            // a change to a check output or to an instance the filter drops.
+            if answer.set != last {
+                last = answer.set
+                update(answer.set)
+            }
+        }
+    }
+
+    /// How long to wait before the next query, given the time since the last one started.
+    static func pause(sinceLastCall elapsed: Duration, minimumInterval: Duration, jitter: Duration) -> Duration {
+        elapsed >= minimumInterval ? .zero : minimumInterval + jitter - elapsed
+    }
+
+    // MARK: one query
+
+    struct Answer {
+        var index: UInt64
+        var set: BackendSet
+        /// Service IDs left out for want of an address or a port.
+        var skipped: [String]
+    }
+
+    var healthPath: String { "/v1/health/service/\(Self.percentEncoded(options.service))" }
+
+    func target(index: UInt64) -> String {
+        var target = healthPath + "?passing"
+        if index > 0 {
+            target += "&index=\(index)&wait=\(options.wait.shortDescription)"
+        }
+        if let tag = options.tag { target += "&tag=\(Self.percentEncoded(tag))" }
+        if let dc = options.datacenter { target += "&dc=\(Self.percentEncoded(dc))" }
+        return target
+    }
+
+    private func query(_ client: HTTPClient, index: UInt64) throws(ConsulError) -> Answer {
+        var headers: [(name: String, value: String)] = []
+        if let token = options.token { headers.append(("X-Consul-Token", token)) }
+        let timeout = index > 0 ? options.wait + options.wait / 16 + options.timeoutMargin : options.timeoutMargin
+        let response: HTTPResponse
+        do {
+            response = try client.get(target(index: index), headers: headers, timeout: timeout)
+        } catch {
+            throw .http(error)
+        }
+        guard response.status == 200 else {
+            throw .status(response.status, HTTPClient.preview(response.body))
+        }
+        guard let text = response.header("X-Consul-Index") else { throw .missingIndex }
+        guard let received = UInt64(text) else { throw .badIndex(text) }
+        let entries: [HealthEntry]
+        do {
+            entries = try JSONDecoder().decode([HealthEntry].self, from: Data(response.body))
+        } catch {
+            throw .badJSON("\(error)")
+        }
+        let (set, skipped) = Self.backendSet(from: entries)
+        return Answer(index: received, set: set, skipped: skipped)
+    }
+
+    // MARK: building the set
+
+    /// The servers of a health answer, sorted by name so Consul's ordering is no change.
+    static func backendSet(from entries: [HealthEntry]) -> (set: BackendSet, skipped: [String]) {
+        struct Candidate {
+            var id: String
+            var node: String
+            var address: HostPort
+            var weight: Int
+            var base: String
+        }
+        var candidates: [Candidate] = []
+        var skipped: [String] = []
+        for entry in entries {
+            let id = entry.service.id ?? entry.service.service ?? ""
+            let host = (entry.service.address?.isEmpty == false ? entry.service.address : entry.node.address) ?? ""
+            guard !host.isEmpty, let rawPort = entry.service.port, let port = UInt16(exactly: rawPort), port > 0 else {
+                skipped.append(id)
+                continue
+            }
+            // Consul refuses Passing < 1 at registration; clamp anyway to haproxy's range.
+            let weight = min(max(entry.service.weights?.passing ?? 1, 0), 256)
+            candidates.append(Candidate(id: id, node: entry.node.node ?? "", address: HostPort(host: host, port: port),
+                                        weight: weight, base: sanitizedName(id)))
+        }
+        // Service IDs are unique per agent only: the same ID on two nodes (often the
+        // default ID, the service name) is told apart by the node, so names stay stable
+        // whatever order Consul answers in.
+        var counts: [String: Int] = [:]
+        for c in candidates { counts[c.base, default: 0] += 1 }
+        for i in candidates.indices where counts[candidates[i].base, default: 0] > 1 {
+            candidates[i].base = sanitizedName(candidates[i].id + "@" + candidates[i].node)
+        }
+        candidates.sort { ($0.base, $0.address.host, $0.address.port) < ($1.base, $1.address.host, $1.address.port) }
+        var taken = Set<String>()
+        var servers: [ServerConfig] = []
+        for c in candidates {
+            var name = c.base
+            var n = 2
+            while taken.contains(name) {
+                name = "\(c.base)_\(n)"
+                n += 1
+            }
+            taken.insert(name)
+            servers.append(ServerConfig(name: name, address: c.address, weight: c.weight))
+        }
+        servers.sort { $0.name < $1.name }
+        return (BackendSet(servers: servers), skipped.sorted())
+    }
+
+    /// A server name from a service ID: [A-Za-z0-9_.-] kept, anything else `_`, so the
+    /// name is safe in logs, the stats page and a written-out configuration.
+    static func sanitizedName(_ id: String) -> String {
+        let name = String(id.map { c -> Character in
+            guard c.isASCII, let ascii = c.asciiValue else { return "_" }
+            switch ascii {
+            case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"),
+                 UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "_"), UInt8(ascii: "."), UInt8(ascii: "-"):
+                return c
+            default:
+                return "_"
+            }
+        })
+        return name.isEmpty ? "consul" : name
+    }
+
+    static func percentEncoded(_ text: String) -> String {
+        var out = ""
+        for byte in text.utf8 {
+            switch byte {
+            case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"),
+                 UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "_"), UInt8(ascii: "~"):
+                out.unicodeScalars.append(Unicode.Scalar(byte))
+            default:
+                let hex = String(byte, radix: 16, uppercase: true)
+                out += "%" + (hex.count == 1 ? "0" + hex : hex)
+            }
+        }
+        return out
+    }
+}
+
+// MARK: errors and reporting
+
+public enum ConsulError: Error, Sendable, CustomStringConvertible {
+    case http(HTTPClientError)
+    case status(Int, String)
+    case missingIndex
+    case badIndex(String)
+    case badJSON(String)
+
+    public var description: String {
+        switch self {
+        case .http(let error): "\(error)"
+        case .status(let status, let body): "HTTP \(status)\(body.isEmpty ? "" : ": \(body)")"
+        case .missingIndex: "the answer has no X-Consul-Index header"
+        case .badIndex(let text): "X-Consul-Index '\(text)' is not a number"
+        case .badJSON(let what): "the answer is not a health service list: \(what)"
+        }
+    }
+}
+
+/// Decides which failures are worth a log line: the first of a run, a different error,
+/// or the same one again after 30 s. A dead agent then costs two lines a minute, not ten
+/// a second while the backoff is still short.
+struct FailureReport {
+    private(set) var count = 0
+    private var lastLogged: String?
+    private var lastLoggedAt: Int64 = 0
+    static let repeatAfter: Int64 = 30_000_000_000
+
+    mutating func failed(_ error: String, now: Int64) -> String? {
+        count += 1
+        guard error != lastLogged || now - lastLoggedAt >= Self.repeatAfter else { return nil }
+        lastLogged = error
+        lastLoggedAt = now
+        return count == 1 ? error : "\(error) (\(count) failures in a row)"
+    }
+
+    /// Returns the number of failures that just ended, if any.
+    mutating func succeeded() -> Int? {
+        defer {
+            count = 0
+            lastLogged = nil
+        }
+        return count > 0 ? count : nil
+    }
+}
+
+// MARK: the JSON that is read
+
+/// One entry of `/v1/health/service/NAME`: only the fields a backend needs. Everything
+/// is optional so a field Consul leaves out (older versions have no Weights) is no error.
+struct HealthEntry: Decodable {
+    struct Node: Decodable {
+        var node: String?
+        var address: String?
+        enum CodingKeys: String, CodingKey {
+            case node = "Node", address = "Address"
+        }
+    }
+
+    struct Weights: Decodable {
+        var passing: Int?
+        enum CodingKeys: String, CodingKey {
+            case passing = "Passing"
+        }
+    }
+
+    struct Service: Decodable {
+        var id: String?
+        var service: String?
+        var address: String?
+        var port: Int?
+        var weights: Weights?
+        enum CodingKeys: String, CodingKey {
+            case id = "ID", service = "Service", address = "Address", port = "Port", weights = "Weights"
+        }
+    }
+
+    var node: Node
+    var service: Service
+    enum CodingKeys: String, CodingKey {
+        case node = "Node", service = "Service"
+    }
+}

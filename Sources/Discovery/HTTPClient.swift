@@ -1,0 +1,667 @@
+// A small blocking HTTP/1.1 client for discovery's control-plane calls (Consul's blocking
+// queries, the etcd watcher's chunked stream). It runs on a source's own thread, never on
+// a loop thread, so blocking is fine there; it still uses non-blocking sockets and poll(2),
+// because every wait must also end when the source is stopped (`StopSignal`) or a timeout
+// passes, which a blocking read(2) cannot do.
+//
+// One request at a time on one TCP connection, kept alive between requests. Not for
+// concurrent use: only `StopSignal.trigger()` may be called from another thread.
+public import Balancer
+import Synchronization
+
+// MARK: URL
+
+/// `http://host[:port][/prefix]`: where a control-plane server is. Request targets are
+/// appended to the prefix, so a server behind a path-routing proxy works too.
+public struct HTTPURL: Sendable, Equatable, CustomStringConvertible {
+    public var host: String
+    public var port: UInt16
+    /// "" or a path starting with "/" and not ending with one.
+    public var pathPrefix: String
+
+    public init(host: String, port: UInt16, pathPrefix: String = "") {
+        self.host = host
+        self.port = port
+        self.pathPrefix = pathPrefix
+    }
+
+    public init(parsing text: String) throws(HTTPClientError) {
+        let lower = text.lowercased()
+        guard lower.hasPrefix("http://") else {
+            let reason = lower.hasPrefix("https://") ? "https is not supported" : "expected http://host:port[/prefix]"
+            throw .invalidURL(text, reason: reason)
+        }
+        let rest = text.dropFirst("http://".count)
+        if rest.contains("?") || rest.contains("#") {
+            throw .invalidURL(text, reason: "a query or fragment is not allowed")
+        }
+        let slash = rest.firstIndex(of: "/") ?? rest.endIndex
+        let authority = rest[..<slash]
+        var path = String(rest[slash...])
+        while path.hasSuffix("/") { path.removeLast() }
+        if authority.contains("@") { throw .invalidURL(text, reason: "user information is not supported") }
+
+        var hostPart: Substring
+        var portPart: Substring?
+        if authority.hasPrefix("[") {
+            guard let close = authority.firstIndex(of: "]") else { throw .invalidURL(text, reason: "unterminated [IPv6] host") }
+            hostPart = authority[authority.index(after: authority.startIndex)..<close]
+            let after = authority[authority.index(after: close)...]
+            if !after.isEmpty {
+                guard after.hasPrefix(":") else { throw .invalidURL(text, reason: "junk after ]") }
+                portPart = after.dropFirst()
+            }
+        } else if let colon = authority.lastIndex(of: ":") {
+            hostPart = authority[..<colon]
+            portPart = authority[authority.index(after: colon)...]
+        } else {
+            hostPart = authority
+        }
+        guard !hostPart.isEmpty else { throw .invalidURL(text, reason: "no host") }
+        var port: UInt16 = 80
+        if let portPart {
+            guard let value = UInt16(portPart), value > 0 else { throw .invalidURL(text, reason: "bad port '\(portPart)'") }
+            port = value
+        }
+        self.init(host: String(hostPart), port: port, pathPrefix: path)
+    }
+
+    var authority: String {
+        let host = self.host.contains(":") ? "[\(self.host)]" : self.host
+        return port == 80 ? host : "\(host):\(port)"
+    }
+
+    public var description: String { "http://\(authority)\(pathPrefix)" }
+}
+
+// MARK: messages
+
+public struct HTTPRequest: Sendable {
+    public var method: String
+    /// Path and query, starting with "/", relative to the URL's prefix.
+    public var target: String
+    public var headers: [(name: String, value: String)]
+    public var body: [UInt8]
+
+    public init(method: String, target: String, headers: [(name: String, value: String)] = [], body: [UInt8] = []) {
+        self.method = method
+        self.target = target
+        self.headers = headers
+        self.body = body
+    }
+}
+
+public struct HTTPResponseHead: Sendable {
+    public var status: Int
+    public var reason: String
+    public var headers: [(name: String, value: String)]
+    /// 0 for HTTP/1.0, 1 for HTTP/1.1.
+    public var minorVersion: Int
+
+    /// The first value of header `name` (case-insensitive).
+    public func header(_ name: String) -> String? {
+        headers.first { $0.name.caseInsensitiveEquals(name) }?.value
+    }
+
+    public var isSuccess: Bool { (200..<300).contains(status) }
+}
+
+public struct HTTPResponse: Sendable {
+    public var head: HTTPResponseHead
+    public var body: [UInt8]
+
+    public var status: Int { head.status }
+    public func header(_ name: String) -> String? { head.header(name) }
+    public var bodyText: String { String(decoding: body, as: UTF8.self) }
+}
+
+/// What failed, in words a log line can use as is.
+public enum HTTPClientError: Error, Sendable, CustomStringConvertible {
+    case invalidURL(String, reason: String)
+    case resolve(ResolutionError)
+    case connect(address: String, SystemError)
+    case connectTimeout(address: String, after: Duration)
+    case send(SystemError)
+    case receive(SystemError)
+    /// No (complete) response within the request's timeout, or no byte within a stream's idle timeout.
+    case timeout(after: Duration)
+    /// The server closed the connection before the response was complete.
+    case closed(responseBytes: Int)
+    case malformed(String)
+    case tooLarge(limit: Int)
+    /// A streamed request answered with a non-2xx status (the body is read and shortened).
+    case unexpectedStatus(Int, body: String)
+    /// The client's `StopSignal` was triggered.
+    case cancelled
+
+    public var description: String {
+        switch self {
+        case .invalidURL(let url, let reason): "invalid URL '\(url)': \(reason)"
+        case .resolve(let error): "\(error)"
+        case .connect(let address, let error): "connect to \(address): \(error.errno)"
+        case .connectTimeout(let address, let after): "connect to \(address): no answer within \(after.shortDescription)"
+        case .send(let error): "sending the request: \(error.errno)"
+        case .receive(let error): "reading the response: \(error.errno)"
+        case .timeout(let after): "no response within \(after.shortDescription)"
+        case .closed(let bytes):
+            bytes == 0 ? "connection closed by the server without a response"
+                : "connection closed by the server after \(bytes) bytes of an incomplete response"
+        case .malformed(let what): "malformed response: \(what)"
+        case .tooLarge(let limit): "response larger than \(limit) bytes"
+        case .unexpectedStatus(let status, let body): "HTTP \(status)\(body.isEmpty ? "" : ": \(body)")"
+        case .cancelled: "cancelled"
+        }
+    }
+}
+
+// MARK: stop signal
+
+/// A one-shot latch that ends every blocking wait of a source: the HTTP client's polls and
+/// the pauses between requests. It is an eventfd that is signalled once and never drained,
+/// so it stays readable and any later poll returns at once too.
+public final class StopSignal: Sendable {
+    private let triggered = Atomic<Bool>(false)
+    /// -1 if no eventfd could be made (descriptors exhausted): waits then poll in short
+    /// slices and look at `triggered`, so stopping still works, only less promptly.
+    let fd: CInt
+
+    public init() {
+        fd = (try? EventFD.create()) ?? -1
+    }
+
+    deinit {
+        if fd >= 0 { Posix.close(fd) }
+    }
+
+    public var isTriggered: Bool { triggered.load(ordering: .acquiring) }
+
+    /// Thread-safe; the first call wins, later ones do nothing.
+    public func trigger() {
+        guard !triggered.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        if fd >= 0 { EventFD.signal(fd) }
+    }
+
+    /// Sleeps for `duration` unless triggered first. Returns false if triggered.
+    @discardableResult
+    public func sleep(for duration: Duration) -> Bool {
+        let deadline = Posix.monotonicNanoseconds() + duration.nanosecondsClamped
+        while !isTriggered {
+            let remaining = deadline - Posix.monotonicNanoseconds()
+            if remaining <= 0 { return true }
+            _ = wait(on: nil, for: [], timeoutNanoseconds: remaining)
+        }
+        return false
+    }
+
+    /// Polls `fd` (if any) for `events` and this signal, for up to `timeoutNanoseconds`.
+    /// Returns what `fd` reported (empty on timeout or when triggered).
+    func wait(on socket: CInt?, for events: Posix.PollEvents, timeoutNanoseconds: Int64) -> Result<Posix.PollEvents, SystemError> {
+        var requests: [Posix.PollRequest] = []
+        if let socket { requests.append(Posix.PollRequest(fd: socket, events: events)) }
+        // Without an eventfd, wake up every 50 ms to look at the flag.
+        var ms = Int((max(timeoutNanoseconds, 0) + 999_999) / 1_000_000)
+        if fd >= 0 { requests.append(Posix.PollRequest(fd: fd, events: .readable)) } else { ms = min(ms, 50) }
+        do {
+            _ = try Posix.poll(&requests, timeoutMilliseconds: ms)
+        } catch {
+            return .failure(error)
+        }
+        return .success(socket == nil ? [] : requests[0].returned)
+    }
+}
+
+// MARK: client
+
+public final class HTTPClient {
+    public let url: HTTPURL
+    public let connectTimeout: Duration
+    public let stopSignal: StopSignal
+    /// Upper bound for a buffered response body (`send`), so a confused server cannot make
+    /// the control thread eat all memory.
+    public var maximumBodySize = 64 << 20
+
+    private static let maximumHeadSize = 64 << 10
+
+    private var fd: CInt = -1
+    private var connectedTo = ""
+    // Receive buffer: bytes start..<end are read and not yet consumed. Allocated once and
+    // grown only for an unusually long head line.
+    private var storage: UnsafeMutableRawBufferPointer
+    private var start = 0
+    private var end = 0
+    /// Response bytes received for the current request: tells a stale kept-alive
+    /// connection (closed before any byte) from a server that died mid-answer.
+    private var responseBytes = 0
+
+    public init(url: HTTPURL, connectTimeout: Duration = .seconds(3), stopSignal: StopSignal = StopSignal()) {
+        self.url = url
+        self.connectTimeout = connectTimeout
+        self.stopSignal = stopSignal
+        storage = .allocate(byteCount: 16 << 10, alignment: 1)
+    }
+
+    deinit {
+        close()
+        storage.deallocate()
+    }
+
+    /// Closes the connection; the next request opens a new one.
+    public func close() {
+        if fd >= 0 { Posix.close(fd) }
+        fd = -1
+        start = 0
+        end = 0
+    }
+
+    public func get(_ target: String, headers: [(name: String, value: String)] = [], timeout: Duration) throws(HTTPClientError) -> HTTPResponse {
+        try send(HTTPRequest(method: "GET", target: target, headers: headers), timeout: timeout)
+    }
+
+    public func put(_ target: String, headers: [(name: String, value: String)] = [], body: [UInt8] = [], timeout: Duration) throws(HTTPClientError) -> HTTPResponse {
+        try send(HTTPRequest(method: "PUT", target: target, headers: headers, body: body), timeout: timeout)
+    }
+
+    /// Sends `request` and reads the whole response, any status. `timeout` bounds the time
+    /// from sending to the last body byte (connecting has `connectTimeout` of its own).
+    /// A kept-alive connection that the server closed while idle is retried once on a
+    /// new one, as browsers and Go's client do; discovery only sends idempotent requests.
+    public func send(_ request: HTTPRequest, timeout: Duration) throws(HTTPClientError) -> HTTPResponse {
+        var body: [UInt8] = []
+        let limit = maximumBodySize
+        let head = try exchange(request, timing: .total(timeout)) { (chunk) throws(HTTPClientError) -> Bool in
+            guard body.count + chunk.count <= limit else { throw .tooLarge(limit: limit) }
+            body.append(contentsOf: chunk)
+            return true
+        }
+        return HTTPResponse(head: head, body: body)
+    }
+
+    /// Sends `request` and delivers the body of a 2xx response line by line as it arrives
+    /// (decoding chunked framing; lines split at "\n", without "\n" or "\r\n"; a last line
+    /// without a newline is delivered at the end). Returns the head when the body ends or
+    /// `onLine` returns false (the connection is then closed, since the rest of the body
+    /// was not read). `idleTimeout` bounds each wait for bytes, not the whole stream; a
+    /// watcher that should run until stopped triggers the client's `StopSignal`, which
+    /// makes this throw `.cancelled`. A non-2xx answer throws `.unexpectedStatus`.
+    @discardableResult
+    public func stream(_ request: HTTPRequest, idleTimeout: Duration, onLine: ([UInt8]) -> Bool) throws(HTTPClientError) -> HTTPResponseHead {
+        var partial: [UInt8] = []
+        var errorBody: [UInt8] = []
+        var head: HTTPResponseHead?
+        var stopped = false
+        let finalHead = try exchange(request, timing: .idle(idleTimeout), onHead: { head = $0 }) { (chunk) throws(HTTPClientError) -> Bool in
+            guard let head, head.isSuccess else {
+                if errorBody.count < 4096 { errorBody.append(contentsOf: chunk.prefix(4096 - errorBody.count)) }
+                return true
+            }
+            var lineStart = chunk.startIndex
+            for i in chunk.indices where chunk[i] == UInt8(ascii: "\n") {
+                partial.append(contentsOf: chunk[lineStart..<i])
+                if partial.last == UInt8(ascii: "\r") { partial.removeLast() }
+                let line = partial
+                partial.removeAll(keepingCapacity: true)
+                lineStart = i + 1
+                if !onLine(line) {
+                    stopped = true
+                    return false
+                }
+            }
+            partial.append(contentsOf: chunk[lineStart...])
+            return true
+        }
+        guard finalHead.isSuccess else {
+            throw .unexpectedStatus(finalHead.status, body: Self.preview(errorBody))
+        }
+        if !stopped && !partial.isEmpty { _ = onLine(partial) }
+        return finalHead
+    }
+
+    static func preview(_ bytes: [UInt8]) -> String {
+        let text = String(decoding: bytes.prefix(200), as: UTF8.self)
+            .trimmingWhitespace
+            .map { $0 == "\n" || $0 == "\r" ? " " : $0 }
+        return String(text) + (bytes.count > 200 ? "…" : "")
+    }
+
+    // MARK: exchange
+
+    enum Timing {
+        /// The whole response must arrive within this.
+        case total(Duration)
+        /// Each wait for bytes may last this long.
+        case idle(Duration)
+    }
+
+    /// One request/response, retried once on a fresh connection when a reused one turns
+    /// out to be closed. `sink` receives body bytes and returns false to stop reading.
+    private func exchange(
+        _ request: HTTPRequest, timing: Timing,
+        onHead: (HTTPResponseHead) -> Void = { _ in },
+        sink: (ArraySlice<UInt8>) throws(HTTPClientError) -> Bool
+    ) throws(HTTPClientError) -> HTTPResponseHead {
+        var attempt = 0
+        while true {
+            attempt += 1
+            let reused = fd >= 0
+            do throws(HTTPClientError) {
+                if !reused { try connect() }
+                return try exchangeOnce(request, timing: timing, onHead: onHead, sink: sink)
+            } catch {
+                close()
+                if stopSignal.isTriggered { throw .cancelled }
+                if reused && attempt == 1 && responseBytes == 0 && error.isStaleConnection { continue }
+                throw error
+            }
+        }
+    }
+
+    private func exchangeOnce(
+        _ request: HTTPRequest, timing: Timing,
+        onHead: (HTTPResponseHead) -> Void,
+        sink: (ArraySlice<UInt8>) throws(HTTPClientError) -> Bool
+    ) throws(HTTPClientError) -> HTTPResponseHead {
+        let started = Posix.monotonicNanoseconds()
+        let deadline: () -> Int64 = {
+            switch timing {
+            case .total(let limit): started + limit.nanosecondsClamped
+            case .idle(let limit): Posix.monotonicNanoseconds() + limit.nanosecondsClamped
+            }
+        }
+        let limit: Duration = switch timing {
+        case .total(let d), .idle(let d): d
+        }
+        responseBytes = 0
+        try writeAll(serialize(request), deadline: deadline, limit: limit)
+
+        var head = try readHead(deadline: deadline, limit: limit)
+        while (100..<200).contains(head.status) && head.status != 101 {
+            head = try readHead(deadline: deadline, limit: limit)   // interim responses (100 Continue)
+        }
+        onHead(head)
+        let (complete, reusable) = try readBody(of: head, method: request.method, deadline: deadline, limit: limit, sink: sink)
+        if !complete || !reusable { close() }
+        return head
+    }
+
+    private func serialize(_ request: HTTPRequest) -> [UInt8] {
+        var text = "\(request.method) \(url.pathPrefix)\(request.target) HTTP/1.1\r\n"
+        text += "Host: \(url.authority)\r\n"
+        text += "User-Agent: balancerd\r\n"
+        text += "Accept: application/json\r\n"
+        if !request.body.isEmpty || request.method == "PUT" || request.method == "POST" {
+            text += "Content-Length: \(request.body.count)\r\n"
+        }
+        for (name, value) in request.headers { text += "\(name): \(value)\r\n" }
+        text += "\r\n"
+        return Array(text.utf8) + request.body
+    }
+
+    // MARK: socket
+
+    private func connect() throws(HTTPClientError) {
+        let address: SocketAddress
+        do {
+            address = try SocketAddress.resolve(host: url.host, port: url.port)
+        } catch {
+            throw .resolve(error)
+        }
+        connectedTo = address.description
+        let socket: (fd: CInt, connected: Bool)
+        do {
+            socket = try Socket.connect(to: address)
+        } catch {
+            throw .connect(address: connectedTo, error)
+        }
+        fd = socket.fd
+        start = 0
+        end = 0
+        if socket.connected { return }
+        let deadline = Posix.monotonicNanoseconds() + connectTimeout.nanosecondsClamped
+        do throws(HTTPClientError) {
+            try waitFor(.writable, deadline: deadline, limit: connectTimeout)
+        } catch .timeout {
+            throw .connectTimeout(address: connectedTo, after: connectTimeout)
+        }
+        if let error = Posix.pendingError(fd) {
+            throw .connect(address: connectedTo, SystemError("connect", error))
+        }
+    }
+
+    /// Waits until the socket is ready for `events` (or has an error or hangup to report,
+    /// which the following read or write then picks up).
+    private func waitFor(_ events: Posix.PollEvents, deadline: Int64, limit: Duration) throws(HTTPClientError) {
+        while true {
+            if stopSignal.isTriggered { throw .cancelled }
+            let remaining = deadline - Posix.monotonicNanoseconds()
+            if remaining <= 0 { throw .timeout(after: limit) }
+            switch stopSignal.wait(on: fd, for: events, timeoutNanoseconds: remaining) {
+            case .failure(let error): throw .receive(error)
+            case .success(let returned): if !returned.isEmpty { return }
+            }
+        }
+    }
+
+    private func writeAll(_ bytes: [UInt8], deadline: () -> Int64, limit: Duration) throws(HTTPClientError) {
+        var offset = 0
+        while offset < bytes.count {
+            // Array.withUnsafeBytes is not typed-throws: carry the error out as a value.
+            let fd = self.fd
+            let outcome = bytes.withUnsafeBytes { raw in
+                Result { () throws(SystemError) in try Posix.write(fd, UnsafeRawBufferPointer(rebasing: raw[offset...])) }
+            }
+            let result: IOResult<Int>
+            switch outcome {
+            case .success(let value): result = value
+            case .failure(let error): throw .send(error)
+            }
+            switch result {
+            case .processed(let n): offset += n
+            case .wouldBlock: try waitFor(.writable, deadline: deadline(), limit: limit)
+            }
+        }
+    }
+
+    /// Reads more bytes into the buffer. Returns how many; 0 means the server closed.
+    private func fill(deadline: () -> Int64, limit: Duration) throws(HTTPClientError) -> Int {
+        if start == end {
+            start = 0
+            end = 0
+        } else if end == storage.count {
+            if start > 0 {
+                let count = end - start
+                storage.baseAddress!.copyMemory(from: storage.baseAddress! + start, byteCount: count)
+                start = 0
+                end = count
+            } else {
+                let bigger = UnsafeMutableRawBufferPointer.allocate(byteCount: storage.count * 2, alignment: 1)
+                bigger.baseAddress!.copyMemory(from: storage.baseAddress!, byteCount: end)
+                storage.deallocate()
+                storage = bigger
+            }
+        }
+        while true {
+            let result: IOResult<Int>
+            do {
+                result = try Posix.read(fd, UnsafeMutableRawBufferPointer(rebasing: storage[end...]))
+            } catch {
+                throw .receive(error)
+            }
+            switch result {
+            case .processed(let n):
+                end += n
+                responseBytes += n
+                return n
+            case .wouldBlock:
+                try waitFor(.readable, deadline: deadline(), limit: limit)
+            }
+        }
+    }
+
+    /// The next line (without "\n" or "\r\n"), reading as needed; at most `maximum` bytes.
+    private func readLine(maximum: Int, deadline: () -> Int64, limit: Duration) throws(HTTPClientError) -> ArraySlice<UInt8> {
+        var scanned = start
+        while true {
+            while scanned < end {
+                if storage[scanned] == UInt8(ascii: "\n") {
+                    var lineEnd = scanned
+                    if lineEnd > start && storage[lineEnd - 1] == UInt8(ascii: "\r") { lineEnd -= 1 }
+                    let line = Array(storage[start..<lineEnd])[...]
+                    start = scanned + 1
+                    return line
+                }
+                scanned += 1
+            }
+            if end - start >= maximum { throw .malformed("a head or chunk-size line longer than \(maximum) bytes") }
+            let offset = scanned - start
+            if try fill(deadline: deadline, limit: limit) == 0 { throw .closed(responseBytes: responseBytes) }
+            scanned = start + offset   // fill may have moved the bytes
+        }
+    }
+
+    private func readHead(deadline: () -> Int64, limit: Duration) throws(HTTPClientError) -> HTTPResponseHead {
+        let maximum = Self.maximumHeadSize
+        let statusLine = String(decoding: try readLine(maximum: maximum, deadline: deadline, limit: limit), as: UTF8.self)
+        // "HTTP/1.1 200 OK"
+        let parts = statusLine.split(separator: " ", maxSplits: 2, omittingEmptySubsequences: false)
+        guard parts.count >= 2, parts[0].hasPrefix("HTTP/1."), let minor = Int(parts[0].dropFirst(7)),
+              parts[1].count == 3, let status = Int(parts[1]) else {
+            throw .malformed("status line '\(statusLine.prefix(80))'")
+        }
+        var headers: [(name: String, value: String)] = []
+        var size = statusLine.utf8.count
+        while true {
+            let line = try readLine(maximum: maximum, deadline: deadline, limit: limit)
+            if line.isEmpty { break }
+            size += line.count
+            if size > maximum { throw .malformed("head larger than \(maximum) bytes") }
+            guard let colon = line.firstIndex(of: UInt8(ascii: ":")) else {
+                throw .malformed("header line without ':'")
+            }
+            let name = String(decoding: line[..<colon], as: UTF8.self)
+            let value = String(decoding: line[(colon + 1)...], as: UTF8.self).trimmingWhitespace
+            headers.append((name, String(value)))
+        }
+        return HTTPResponseHead(status: status, reason: parts.count > 2 ? String(parts[2]) : "", headers: headers, minorVersion: minor)
+    }
+
+    private enum Framing {
+        case none
+        case length(Int)
+        case chunked
+        case untilClose
+    }
+
+    /// Reads the body into `sink`. Returns whether it was read to its end, and whether the
+    /// connection can carry another request.
+    private func readBody(
+        of head: HTTPResponseHead, method: String, deadline: () -> Int64, limit: Duration,
+        sink: (ArraySlice<UInt8>) throws(HTTPClientError) -> Bool
+    ) throws(HTTPClientError) -> (complete: Bool, reusable: Bool) {
+        let framing: Framing
+        if method == "HEAD" || head.status == 204 || head.status == 304 {
+            framing = .none
+        } else if let te = head.header("Transfer-Encoding") {
+            guard te.lowercased().split(separator: ",").last?.trimmingWhitespace == "chunked" else {
+                throw .malformed("Transfer-Encoding '\(te)' without chunked last")
+            }
+            framing = .chunked
+        } else if let cl = head.header("Content-Length") {
+            guard let length = Int(cl), length >= 0 else { throw .malformed("Content-Length '\(cl)'") }
+            framing = .length(length)
+        } else {
+            framing = .untilClose
+        }
+        let connectionClose = head.header("Connection")?.lowercased().contains("close") ?? false
+        var reusable = head.minorVersion >= 1 && !connectionClose
+
+        // Hands up to `count` buffered bytes (reading if none) to the sink.
+        func deliver(upTo count: Int) throws(HTTPClientError) -> (taken: Int, more: Bool) {
+            if start == end {
+                if try fill(deadline: deadline, limit: limit) == 0 { return (0, true) }
+            }
+            let n = min(count, end - start)
+            let chunk = Array(storage[start..<(start + n)])[...]
+            start += n
+            return (n, try sink(chunk))
+        }
+
+        switch framing {
+        case .none:
+            return (true, reusable)
+        case .length(var remaining):
+            while remaining > 0 {
+                let (taken, more) = try deliver(upTo: remaining)
+                if taken == 0 { throw .closed(responseBytes: responseBytes) }
+                remaining -= taken
+                if !more { return (remaining == 0, false) }
+            }
+            return (true, reusable)
+        case .chunked:
+            while true {
+                let sizeLine = try readLine(maximum: 4096, deadline: deadline, limit: limit)
+                let hex = sizeLine.prefix { $0 != UInt8(ascii: ";") }
+                guard let size = Int(String(decoding: hex, as: UTF8.self).trimmingWhitespace, radix: 16), size >= 0 else {
+                    throw .malformed("chunk size '\(String(decoding: sizeLine.prefix(40), as: UTF8.self))'")
+                }
+                if size == 0 {
+                    // Trailers, up to the empty line.
+                    while try !readLine(maximum: Self.maximumHeadSize, deadline: deadline, limit: limit).isEmpty {}
+                    return (true, reusable)
+                }
+                var remaining = size
+                while remaining > 0 {
+                    let (taken, more) = try deliver(upTo: remaining)
+                    if taken == 0 { throw .closed(responseBytes: responseBytes) }
+                    remaining -= taken
+                    if !more { return (false, false) }
+                }
+                guard try readLine(maximum: 2, deadline: deadline, limit: limit).isEmpty else {
+                    throw .malformed("chunk not followed by CRLF")
+                }
+            }
+        case .untilClose:
+            reusable = false
+            while true {
+                let (taken, more) = try deliver(upTo: Int.max)
+                if taken == 0 { return (true, false) }
+                if !more { return (false, false) }
+            }
+        }
+    }
+}
+
+extension HTTPClientError {
+    /// Errors that, on a reused connection before any response byte, mean the server had
+    /// closed it while it sat idle.
+    var isStaleConnection: Bool {
+        switch self {
+        case .closed(let bytes): bytes == 0
+        case .send(let error), .receive(let error):
+            error.errno == .connectionReset || error.errno == .brokenPipe || error.errno == .connectionAborted
+        default: false
+        }
+    }
+}
+
+// MARK: helpers
+
+extension StringProtocol {
+    var trimmingWhitespace: SubSequence {
+        let isSpace: (Character) -> Bool = { $0 == " " || $0 == "\t" || $0 == "\r" || $0 == "\n" }
+        guard let first = firstIndex(where: { !isSpace($0) }) else { return self[endIndex...] }
+        let last = lastIndex(where: { !isSpace($0) })!
+        return self[first...last]
+    }
+
+    func caseInsensitiveEquals(_ other: some StringProtocol) -> Bool {
+        utf8.count == other.utf8.count && lowercased() == other.lowercased()
+    }
+}
+
+extension Duration {
+    /// `300s`, `1500ms`: for messages, and Go's duration syntax for Consul's `wait`.
+    var shortDescription: String {
+        let ms = nanosecondsClamped / 1_000_000
+        return ms % 1000 == 0 ? "\(ms / 1000)s" : "\(ms)ms"
+    }
+}
