@@ -104,6 +104,17 @@ if let demo, let first = proxy.boundAddresses.first {
 }
 fflush(nil)   // all output streams: the demo hint must show before the first log line
 
+let discovery: DiscoveryRunner
+do {
+    discovery = try DiscoveryRunner(configuration: configuration)
+} catch {
+    fail("balancerd: discovery: \(error)", code: 1)
+}
+if !discovery.isEmpty {
+    discovery.start(publishingInto: proxy)
+    discovery.waitForFirstAnswers(timeout: .seconds(3))
+}
+
 proxy.start()
 
 while true {
@@ -125,6 +136,7 @@ while true {
         }
     case SIGTERM, SIGINT:
         ControlLog.line("balancerd: stopping on \(received == SIGTERM ? "SIGTERM" : "SIGINT"): \(proxy.activeConnections) connection(s) open, grace \(DurationParser.format(options.grace))")
+        discovery.stop()
         proxy.shutdown(grace: options.grace)
         demo?.stop()
         ControlLog.line("balancerd: stopped")

@@ -153,6 +153,12 @@ public enum HAProxyParser {
 
 // Nested in HAProxyParser so these generic names cannot clash with the socket layer's.
 extension HAProxyParser {
+    /// A server address (`HOST:PORT`, `[IPv6]:PORT`) in haproxy's syntax, for sources that
+    /// read addresses from elsewhere (etcd values). Nil when it does not parse.
+    public static func serverAddress(_ text: String) -> HostPort? {
+        try? AddressSyntax.parse(text, isBind: false)
+    }
+
     /// Why an address did not parse; the caller adds file/line or the CLI flag.
     struct AddressError: Error, Sendable, Equatable {
         var message: String

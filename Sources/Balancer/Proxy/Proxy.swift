@@ -36,7 +36,9 @@ public struct BoundAddress: Sendable {
 
 public final class Proxy: @unchecked Sendable {
     public let options: ProxyOptions
-    public private(set) var configuration: Configuration
+    /// The configuration the proxy started with; frontends never change after start.
+    /// Backend settings live in `PublishState`, since reloads and sources change them.
+    public let configuration: Configuration
     let shared: ProxyShared
     let frontends: [FrontendRuntime]
     let backendCounters: [BackendCounters]
@@ -49,6 +51,7 @@ public final class Proxy: @unchecked Sendable {
 
     struct PublishState {
         var tables: [BackendTable] = []
+        var backendConfigs: [BackendConfig] = []
         var generation: UInt64 = 0
         var healthRegistry: [String: ServerHealth] = [:]
     }
@@ -79,6 +82,7 @@ public final class Proxy: @unchecked Sendable {
                                                     generation: state.generation, registry: &state.healthRegistry))
             }
             state.tables = initial
+            state.backendConfigs = configuration.backends
         }
 
         for index in 0..<max(1, options.threads) {
@@ -172,23 +176,26 @@ public final class Proxy: @unchecked Sendable {
         }
         let table: BackendTable? = try publishLock.withLock { state in
             let current = state.tables[index]
-            let backendConfig = config ?? configuration.backends[index]
+            let backendConfig = config ?? state.backendConfigs[index]
             // An identical set (and settings) changes nothing: no new generation.
-            if current.servers.map(\.config) == set.servers && backendConfig == configuration.backends[index] { return nil }
+            if current.servers.map(\.config) == set.servers && backendConfig == state.backendConfigs[index] { return nil }
+            let table = try Proxy.buildTable(backendConfig, set: set, generation: state.generation + 1, registry: &state.healthRegistry)
             state.generation += 1
-            let table = try Proxy.buildTable(backendConfig, set: set, generation: state.generation, registry: &state.healthRegistry)
+            state.backendConfigs[index] = backendConfig
             state.tables[index] = table
             return table
         }
         guard let table else { return nil }
-        if let config { configuration.backends[index] = config }
         // Hand the table to every loop, and wait (briefly) until each has it, so that when
         // this returns, every new connection is balanced over the new set. Waiting here
         // costs the control thread one loop iteration, never a loop anything.
         let applied = Atomic<Int>(0)
         for worker in workers {
             worker.loop.execute {
-                worker.tables[index] = table
+                // Two publishers (a discovery source and a reload) may race to the task
+                // queue; generations are global and increasing, so the newest table wins
+                // whatever order the tasks arrive in.
+                if table.generation > worker.tables[index].generation { worker.tables[index] = table }
                 applied.add(1, ordering: .releasing)
             }
         }
@@ -222,8 +229,17 @@ public final class Proxy: @unchecked Sendable {
             }
         }
         for backend in new.backends {
-            if backendCounters.contains(where: { $0.name == backend.name }) {
-                try publish(backend: backend.name, set: BackendSet(servers: backend.servers), config: backend)
+            if let index = backendCounters.firstIndex(where: { $0.name == backend.name }) {
+                var set = BackendSet(servers: backend.servers)
+                if backend.discovery != nil {
+                    // A discovered backend keeps the servers its source last published; the
+                    // file only changes its settings. A changed source needs a restart.
+                    set = BackendSet(servers: tables[index].servers.map(\.config))
+                    if backend.discovery != configuration.backends[index].discovery {   // as started
+                        warnings.append("backend '\(backend.name)': discovery source changes need a restart")
+                    }
+                }
+                try publish(backend: backend.name, set: set, config: backend)
             } else {
                 warnings.append("new backend '\(backend.name)' needs a restart")
             }
