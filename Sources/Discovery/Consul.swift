@@ -36,6 +36,7 @@ public enum ConsulIndex {
 
 // MARK: source
 
+/// Runs once: a stopped source stays stopped (its StopSignal cannot be re-armed).
 public final class ConsulSource: BackendSource {
     public struct Options: Sendable {
         /// `http://host:port[/prefix]` of a Consul agent.
@@ -226,8 +227,8 @@ public final class ConsulSource: BackendSource {
         // default ID, the service name) is told apart by the node, so names stay stable
         // whatever order Consul answers in.
         var counts: [String: Int] = [:]
-        for c in candidates { counts[c.base, default: 0] += 1 }
-        for i in candidates.indices where counts[candidates[i].base, default: 0] > 1 {
+        for c in candidates { counts[c.id, default: 0] += 1 }
+        for i in candidates.indices where counts[candidates[i].id, default: 0] > 1 {
             candidates[i].base = sanitizedName(candidates[i].id + "@" + candidates[i].node)
         }
         candidates.sort { ($0.base, $0.address.host, $0.address.port) < ($1.base, $1.address.host, $1.address.port) }
@@ -247,20 +248,10 @@ public final class ConsulSource: BackendSource {
         return (BackendSet(servers: servers), skipped.sorted())
     }
 
-    /// A server name from a service ID: [A-Za-z0-9_.-] kept, anything else `_`, so the
-    /// name is safe in logs, the stats page and a written-out configuration.
+    /// A server name from a service ID (see ServerName): safe in logs, on the stats page
+    /// and in a written-out configuration.
     static func sanitizedName(_ id: String) -> String {
-        let name = String(id.map { c -> Character in
-            guard c.isASCII, let ascii = c.asciiValue else { return "_" }
-            switch ascii {
-            case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"),
-                 UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "_"), UInt8(ascii: "."), UInt8(ascii: "-"):
-                return c
-            default:
-                return "_"
-            }
-        })
-        return name.isEmpty ? "consul" : name
+        ServerName.sanitized(id, fallback: "consul")
     }
 
     static func percentEncoded(_ text: String) -> String {

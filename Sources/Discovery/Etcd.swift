@@ -82,7 +82,7 @@ public final class EtcdSource: BackendSource {
         let body = EtcdJSON.rangeRequest(prefix: options.prefix)
         let response: HTTPResponse
         do {
-            response = try client.send(HTTPRequest(method: "POST", target: url.pathPrefix + "/v3/kv/range",
+            response = try client.send(HTTPRequest(method: "POST", target: "/v3/kv/range",
                                                    headers: [("Content-Type", "application/json")], body: body),
                                        timeout: options.requestTimeout)
         } catch {
@@ -102,7 +102,7 @@ public final class EtcdSource: BackendSource {
         var failure: EtcdError?
         var compacted = false
         do {
-            try client.stream(HTTPRequest(method: "POST", target: url.pathPrefix + "/v3/watch",
+            try client.stream(HTTPRequest(method: "POST", target: "/v3/watch",
                                           headers: [("Content-Type", "application/json")], body: body),
                               idleTimeout: options.watchIdleTimeout) { line in
                 guard !line.isEmpty else { return true }

@@ -40,7 +40,7 @@ final class ConsulTestServer: @unchecked Sendable {
 
     /// A control-plane request to the server; fails the caller on a non-200 answer.
     @discardableResult
-    func request(_ method: String, _ target: String, json: Any? = nil, expect: Int = 200) throws -> HTTPResponse {
+    func request(_ method: String, _ target: String, json: Any? = nil, expect: Int = 200) throws -> Discovery.HTTPResponse {
         let client = HTTPClient(url: HTTPURL(host: "127.0.0.1", port: port))
         var headers: [(name: String, value: String)] = []
         if let token, target.hasPrefix("/v1/") { headers.append(("X-Consul-Token", token)) }
@@ -85,7 +85,7 @@ final class ConsulTestServer: @unchecked Sendable {
     }
 
     /// `GET /v1/health/service/...` as a plain client sees it.
-    func health(_ query: String) throws -> HTTPResponse {
+    func health(_ query: String) throws -> Discovery.HTTPResponse {
         let client = HTTPClient(url: HTTPURL(host: "127.0.0.1", port: port))
         var headers: [(name: String, value: String)] = []
         if let token { headers.append(("X-Consul-Token", token)) }

@@ -332,3 +332,32 @@ func pollReadable(_ fds: [Int32], timeout: Int32) -> [Int] {
     guard n > 0 else { return [] }
     return entries.indices.filter { entries[$0].revents != 0 }
 }
+
+final class HTTPKeepAliveRaceTests: XCTestCase {
+    /// The keep-alive race on a pooled connection, retried onto another *pooled*
+    /// connection: the retry must send the request at once. (A retry that attached an idle
+    /// connection used to wait for an event that never came, until the client gave up.)
+    func testRetryFromARacedPooledConnectionOntoAnotherPooledOneIsImmediate() throws {
+        let racer = try HTTPTestServer(name: "racer", mode: .dropSecondRequest)
+        let steady = try HTTPTestServer(name: "steady")
+        defer { racer.stop(); steady.stop() }
+        let (balancer, port) = try startHTTPBalancer(servers: [racer.address, steady.address], extra: ["--threads", "1"])
+        defer { balancer.stop() }
+        let connection = try connectHTTP(port)
+        // Warm both pools: one request to each server, answered, connections parked.
+        for _ in 0..<2 {
+            try connection.send(getRequest("/warm"))
+            XCTAssertEqual(try connection.readResponse().status, 200)
+        }
+        // The racer now drops the next request on its pooled connection; the retry goes
+        // to the steady server's pooled connection and must be answered promptly.
+        for i in 0..<4 {
+            let start = monotonicSeconds()
+            try connection.send(getRequest("/after-race-\(i)"))
+            let response = try connection.readResponse()
+            let elapsed = monotonicSeconds() - start
+            XCTAssertEqual(response.status, 200, "\(response)\n\(tail(balancer))")
+            XCTAssertLessThan(elapsed, 1.0, "request \(i) took \(elapsed) s\n\(tail(balancer))")
+        }
+    }
+}

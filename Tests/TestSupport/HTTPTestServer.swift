@@ -37,6 +37,10 @@ public final class HTTPTestServer: @unchecked Sendable {
         /// `Connection: close`, then close the connection (a server whose keep-alive timeout
         /// is shorter than the proxy's idea of it).
         case respondOnce
+        /// Answer the first request on each connection and keep it open; reset the
+        /// connection on the next request without answering: the keep-alive race as a
+        /// pooled connection meets it when the server dies or drops it hard.
+        case dropSecondRequest
     }
 
     /// A request as the server received it.
@@ -176,6 +180,7 @@ public final class HTTPTestServer: @unchecked Sendable {
 
     private static func serve(fd: Int32, name: String, mode: Mode, record: Protected<(heads: [String], requests: [Request])>) {
         var buffer: [UInt8] = []
+        var answeredOnConnection = 0
         while true {
             // One request head, recorded as soon as it is complete.
             var headEnd: Int?
@@ -191,6 +196,14 @@ public final class HTTPTestServer: @unchecked Sendable {
             switch mode {
             case .respond, .respondOnce:
                 break
+            case .dropSecondRequest:
+                if answeredOnConnection > 0 {
+                    // Reset, as a server that dies or drops the connection hard does.
+                    var hard = linger(l_onoff: 1, l_linger: 0)
+                    _ = setsockopt(fd, SOL_SOCKET, SO_LINGER, &hard, socklen_t(MemoryLayout<linger>.size))
+                    return
+                }
+                answeredOnConnection += 1
             case .neverAnswer:
                 while fill(fd, &buffer) { buffer.removeAll() }
                 return

@@ -217,6 +217,9 @@ public final class EventLoop: @unchecked Sendable {
 
     /// The loop body. Returns after `stop()`.
     public func run() {
+        // Tasks queued before the loop started (tables published while discovery waited
+        // for its first answers) apply before the first event is handled.
+        runTasks()
         while !stopping {
             let timeout = nextTimeoutMilliseconds()
             let count: Int

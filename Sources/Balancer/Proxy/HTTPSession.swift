@@ -81,6 +81,9 @@ final class HTTPSession: EventHandler, ProxySession {
     var serverReusable = false
     var attempts = 0
     var requestCount = 0
+    /// Set when a step changed the session in a way earlier steps of the same round did
+    /// not see (a new server connection): `advance` then runs another round.
+    var stateChanged = false
     var requestLine: [UInt8] = []
     var bytesToClient = 0
     var termination = TerminationState.normal
@@ -248,6 +251,12 @@ final class HTTPSession: EventHandler, ProxySession {
             if flushClient(loop: loop) { progress = true }
             if phase == .closed { return }
             if finishIfDone(loop: loop) { progress = true }
+            if stateChanged {
+                // A retry attached a new server connection in the middle of this round,
+                // after the step that would have sent it the request: go round again.
+                stateChanged = false
+                progress = true
+            }
         }
         guard phase != .closed else { return }
         updateInterest(loop: loop)
@@ -431,6 +440,7 @@ final class HTTPSession: EventHandler, ProxySession {
             return
         }
         attempts += 1
+        stateChanged = true
         let server = table.servers[index]
         self.server = server
         serverIndex = index
