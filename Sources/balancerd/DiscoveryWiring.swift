@@ -67,6 +67,38 @@ final class DiscoveryRunner: Sendable {
         }
     }
 
+    /// `configuration` with each discovered backend's servers replaced by one answer of
+    /// its source (export-haproxy). A source that does not answer in time leaves the
+    /// backend's configured servers, with a line on stderr saying so.
+    static func snapshot(_ configuration: Configuration, timeout: Duration) -> Configuration {
+        guard let runner = try? DiscoveryRunner(configuration: configuration), !runner.isEmpty else { return configuration }
+        let sets = Mutex<[String: BackendSet]>([:])
+        for (backend, source) in runner.entries {
+            let thread = LoopThread(name: "snapshot") {
+                source.run { set in
+                    sets.withLock { $0[backend] = $0[backend] ?? set }
+                    source.stop()
+                }
+            }
+            runner.threads.withLock { $0.append(thread) }
+        }
+        let deadline = Posix.monotonicNanoseconds() + timeout.nanoseconds
+        while Posix.monotonicNanoseconds() < deadline && sets.withLock({ $0.count }) < runner.entries.count {
+            Posix.sleep(milliseconds: 5)
+        }
+        runner.stop()
+        var result = configuration
+        let answers = sets.withLock { $0 }
+        for i in result.backends.indices where result.backends[i].discovery != nil {
+            if let set = answers[result.backends[i].name] {
+                result.backends[i].servers = set.servers
+            } else {
+                ControlLog.line("balancerd: backend \(result.backends[i].name): no answer from its discovery source within \(DurationParser.format(timeout)); exporting the configured servers")
+            }
+        }
+        return result
+    }
+
     func stop() {
         for (_, source) in entries { source.stop() }
         let threads = self.threads.withLock { $0 }

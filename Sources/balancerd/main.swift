@@ -38,6 +38,20 @@ case .check:
     } catch {
         fail("\(error)", code: 1)
     }
+case .exportHAProxy:
+    do {
+        var configuration = try options.configuration()
+        configuration = DiscoveryRunner.snapshot(configuration, timeout: .seconds(5))
+        let source = options.configPath.map { "from \($0)" } ?? "from the command line"
+        print(HAProxyWriter.write(configuration, header: [
+            "haproxy.cfg exported by balancerd \(version) \(source)",
+            "haproxy -c -f accepts it; balance, weights, backups, checks, timeouts, retries and",
+            "redispatch behave as in balancerd (see PARITY.md for the differences on purpose).",
+        ]))
+        exit(0)
+    } catch {
+        fail("balancerd: \(error)", code: 1)
+    }
 case .run:
     break
 }
@@ -115,7 +129,19 @@ if !discovery.isEmpty {
     discovery.waitForFirstAnswers(timeout: .seconds(3))
 }
 
+var stats: StatsServer?
+if let statsConfig = configuration.stats {
+    do {
+        let server = try StatsServer(proxy: proxy, config: statsConfig, version: version)
+        stats = server
+        ControlLog.line("balancerd: stats on http://\(server.address)\(statsConfig.uri) (live haproxy.cfg at /haproxy.cfg)")
+    } catch {
+        fail("balancerd: stats listener \(statsConfig.bind): \(error)", code: 1)
+    }
+}
+
 proxy.start()
+stats?.start()
 
 while true {
     let received = controlSignals.withUnsafeBufferPointer { waitForSignal($0, timeoutMilliseconds: 1000) }
@@ -137,6 +163,7 @@ while true {
     case SIGTERM, SIGINT:
         ControlLog.line("balancerd: stopping on \(received == SIGTERM ? "SIGTERM" : "SIGINT"): \(proxy.activeConnections) connection(s) open, grace \(DurationParser.format(options.grace))")
         discovery.stop()
+        stats?.stop()
         proxy.shutdown(grace: options.grace)
         demo?.stop()
         ControlLog.line("balancerd: stopped")

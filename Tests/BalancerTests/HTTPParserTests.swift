@@ -504,6 +504,21 @@ final class HTTPParserTests: XCTestCase {
         }
     }
 
+    /// A head kept across reset() and the next parse keeps its own fields: the parser
+    /// shares storage with it, and must not write into it.
+    func testHeldHeadSurvivesTheNextParse() throws {
+        let firstText = "GET /a HTTP/1.1\r\nHost: h\r\nConnection: x\r\nX: 1\r\n\r\n"
+        let secondText = "GET /b HTTP/1.1\r\nHost: i\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n"
+        var parser = HTTPHeadParser(kind: .request)
+        guard case .complete(let first) = bytes(firstText).withUnsafeBytes({ parser.parse($0) }) else { return XCTFail() }
+        parser.reset()
+        guard case .complete(let second) = bytes(secondText).withUnsafeBytes({ parser.parse($0) }) else { return XCTFail() }
+        XCTAssertEqual(fieldNames(first, firstText), ["Host", "Connection", "X"])
+        XCTAssertEqual(first.hopByHop, [1, 2])
+        XCTAssertEqual(fieldNames(second, secondText), ["Host", "A", "B", "C"])
+        XCTAssertEqual(second.hopByHop, [])
+    }
+
     // MARK: canned responses
 
     func testErrorResponsesParseAndHaveExactLengths() throws {

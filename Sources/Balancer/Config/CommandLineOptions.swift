@@ -28,6 +28,8 @@ public struct CommandLineOptions: Sendable, Equatable {
         case run
         /// Parse and validate `--config`, then exit (status 0 when it is valid).
         case check
+        /// Print the haproxy.cfg for what a run with the same options would do.
+        case exportHAProxy
         case help
         case version
     }
@@ -45,6 +47,8 @@ public struct CommandLineOptions: Sendable, Equatable {
     /// `--consul URL --service NAME [--tag TAG] [--dc DC] [--consul-token TOKEN]` or
     /// `--etcd URL --etcd-prefix PREFIX`: the servers follow a discovery source.
     public var discovery: DiscoveryConfig?
+    /// `--stats HOST:PORT`: the stats page and the live /haproxy.cfg.
+    public var stats: HostPort?
     /// The raw discovery flags, assembled into `discovery` after the scan.
     private var consulURL: String?, consulService: String?, consulTag: String?, consulDC: String?, consulToken: String?
     private var etcdURL: String?, etcdPrefix: String?
@@ -77,8 +81,9 @@ public struct CommandLineOptions: Sendable, Equatable {
         usage: balancerd [--config FILE] [--listen HOST:PORT] [--mode http|tcp] [--server HOST:PORT[,weight=N]]...
                          [--threads N] [--grace DURATION] [--quiet]
                          [--consul URL --service NAME [--tag TAG] [--dc DC] [--consul-token TOKEN]]
-                         [--etcd URL --etcd-prefix PREFIX]
+                         [--etcd URL --etcd-prefix PREFIX] [--stats HOST:PORT]
                balancerd check --config FILE
+               balancerd export-haproxy [the options of a run]
                balancerd --help | --version
 
           --config FILE        read a haproxy.cfg (supported subset); cannot be combined with --listen/--server/--mode
@@ -90,6 +95,7 @@ public struct CommandLineOptions: Sendable, Equatable {
           --grace DURATION     how long a graceful stop waits for open connections (default 10s;
                                e.g. 500ms, 30s, 2m; a bare number is milliseconds, as in haproxy)
           --quiet              no per-connection / per-request log lines
+          --stats HOST:PORT    serve the stats page at / and the live table as /haproxy.cfg
           --consul URL         follow the passing instances of --service in Consul (blocking queries)
           --service NAME       the Consul service to follow
           --tag TAG            only instances with this tag
@@ -99,6 +105,8 @@ public struct CommandLineOptions: Sendable, Equatable {
           --etcd-prefix PREFIX the key prefix to follow
           --demo               start built-in demo backends and balance across them
           check                validate --config FILE and exit (status 0 when valid)
+          export-haproxy       print the haproxy.cfg for a run with the same options (with --consul/--etcd:
+                               one snapshot of the source)
           --help               print this help
           --version            print the version
 
@@ -117,6 +125,9 @@ public struct CommandLineOptions: Sendable, Equatable {
 
         if remaining.first == "check" {
             options.command = .check
+            remaining = remaining.dropFirst()
+        } else if remaining.first == "export-haproxy" {
+            options.command = .exportHAProxy
             remaining = remaining.dropFirst()
         }
 
@@ -192,6 +203,14 @@ public struct CommandLineOptions: Sendable, Equatable {
             case "--quiet":
                 try noValue()
                 options.quiet = true
+            case "--stats":
+                try once()
+                let text = try value()
+                do throws(HAProxyParser.AddressError) {
+                    options.stats = try HAProxyParser.AddressSyntax.parse(text, isBind: true)
+                } catch {
+                    throw UsageError(message: "--stats: \(error.message)")
+                }
             case "--consul":
                 try once()
                 options.consulURL = try value()
@@ -275,7 +294,10 @@ public struct CommandLineOptions: Sendable, Equatable {
             if let other = flags.first(where: { $0 != "--config" }) {
                 throw UsageError(message: "check takes only --config FILE, not \(other)")
             }
-        case .run:
+        case .run, .exportHAProxy:
+            if command == .exportHAProxy && demo {
+                throw UsageError(message: "export-haproxy cannot export --demo (its servers exist only while it runs)")
+            }
             if configPath == nil && servers.isEmpty && !demo && discovery == nil {
                 throw UsageError(message: "no servers: give --server HOST:PORT, --consul URL, --etcd URL or --config FILE")
             }
@@ -337,6 +359,9 @@ public struct CommandLineOptions: Sendable, Equatable {
         }
         if let threads {
             configuration.global.threads = threads
+        }
+        if let stats {
+            configuration.stats = StatsConfig(bind: stats)
         }
         return configuration
     }

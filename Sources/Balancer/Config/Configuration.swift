@@ -10,16 +10,53 @@ public struct Configuration: Sendable, Equatable {
     public var global: GlobalSettings
     public var frontends: [Frontend]
     public var backends: [BackendConfig]
+    /// The stats listener (haproxy's `listen stats` with `stats enable`, or `--stats`).
+    public var stats: StatsConfig?
 
-    public init(global: GlobalSettings = GlobalSettings(), frontends: [Frontend] = [], backends: [BackendConfig] = []) {
+    public init(global: GlobalSettings = GlobalSettings(), frontends: [Frontend] = [], backends: [BackendConfig] = [],
+                stats: StatsConfig? = nil) {
         self.global = global
         self.frontends = frontends
         self.backends = backends
+        self.stats = stats
+    }
+
+    /// The same configuration with the settings a section inherits but never uses set to
+    /// their defaults: a frontend's connect/server timeouts, a backend's client-side
+    /// timeouts. Two configurations that behave the same are then equal, whatever
+    /// `defaults` sections they were written with (used by the export round trip).
+    public func normalized() -> Configuration {
+        var copy = self
+        let plain = Timeouts()
+        for i in copy.frontends.indices {
+            copy.frontends[i].timeouts.connect = plain.connect
+            copy.frontends[i].timeouts.server = plain.server
+        }
+        for i in copy.backends.indices {
+            copy.backends[i].timeouts.client = plain.client
+            copy.backends[i].timeouts.httpRequest = plain.httpRequest
+            copy.backends[i].timeouts.httpKeepAlive = plain.httpKeepAlive
+        }
+        return copy
     }
 
     /// The backend a frontend forwards to, by name.
     public func backend(named name: String) -> BackendConfig? {
         backends.first { $0.name == name }
+    }
+}
+
+/// Where the stats page and the live `/haproxy.cfg` export are served.
+public struct StatsConfig: Sendable, Equatable {
+    public var name: String
+    public var bind: HostPort
+    /// The stats page's path (`stats uri`); `/haproxy.cfg` is served next to it.
+    public var uri: String
+
+    public init(name: String = "stats", bind: HostPort, uri: String = "/") {
+        self.name = name
+        self.bind = bind
+        self.uri = uri
     }
 }
 

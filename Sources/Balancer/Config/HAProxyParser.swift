@@ -293,6 +293,9 @@ extension HAProxyParser {
         var servers: [ServerConfig] = []
         var serverLines: [String: Int] = [:]
         var discovery: DiscoveryConfig?
+        /// `stats enable` seen: this section is the stats listener, not a proxy.
+        var statsEnabled = false
+        var statsURI: String?
     }
 
     private struct Parser {
@@ -535,6 +538,23 @@ extension HAProxyParser {
                     name: name, address: address, weight: parameters.weight, backup: parameters.backup,
                     check: parameters.check ? parameters.health : nil))
                 proxy.serverLines[name] = line
+            case "stats" where proxy.kind == .listen || proxy.kind == .frontend:
+                // haproxy's stats page idiom: `listen stats / bind :8404 / stats enable /
+                // stats uri /`. balancerd serves its own page and /haproxy.cfg there.
+                guard words.count >= 2 else { throw error(line, keyword, "'stats' needs a keyword (enable, uri)") }
+                switch words[1] {
+                case "enable":
+                    proxy.statsEnabled = true
+                case "uri":
+                    guard words.count == 3, words[2].hasPrefix("/") else {
+                        throw error(line, "stats uri", "expected 'stats uri /PATH'")
+                    }
+                    proxy.statsURI = words[2]
+                case "refresh", "show-legends", "show-node", "hide-version", "show-desc":
+                    break   // presentation options of haproxy's page: accepted, ignored
+                default:
+                    throw error(line, "stats \(words[1])", "'stats \(words[1])' is not supported (enable and uri are)")
+                }
             case "discovery":
                 guard proxy.kind.isBackSide else { throw misplaced(line, keyword, proxy.kind) }
                 guard proxy.discovery == nil else { throw error(line, keyword, "only one discovery source per backend") }
@@ -831,6 +851,19 @@ extension HAProxyParser {
         /// Ends the file: links frontends to backends and checks what only the whole file shows.
         mutating func finish() throws(ConfigurationError) -> Configuration {
             closeSection()
+            var stats: StatsConfig?
+            for proxy in proxies where proxy.statsEnabled {
+                let keyword = proxy.kind.rawValue
+                guard stats == nil else { throw error(proxy.line, keyword, "only one stats section is supported") }
+                guard proxy.binds.count == 1 else {
+                    throw error(proxy.line, keyword, "stats section '\(proxy.name)' needs exactly one 'bind' line")
+                }
+                guard proxy.servers.isEmpty, proxy.settings.defaultBackend == nil || proxy.kind == .listen else {
+                    throw error(proxy.line, keyword, "stats section '\(proxy.name)' cannot also forward to servers")
+                }
+                stats = StatsConfig(name: proxy.name, bind: proxy.binds[0], uri: proxy.statsURI ?? "/")
+            }
+            let proxies = self.proxies.filter { !$0.statsEnabled }
             var backends: [BackendConfig] = []
             var backendIndex: [String: (config: BackendConfig, forwardFor: Bool)] = [:]
             for proxy in proxies where proxy.kind.isBackSide {
@@ -875,7 +908,7 @@ extension HAProxyParser {
             guard !frontends.isEmpty else {
                 throw error(0, "frontend", "no frontend or listen section")
             }
-            return Configuration(global: global, frontends: frontends, backends: backends)
+            return Configuration(global: global, frontends: frontends, backends: backends, stats: stats)
         }
     }
 }

@@ -107,17 +107,18 @@ public struct HTTPHeadParser: Sendable {
         self.limits = limits
     }
 
-    /// Forgets the current head, to parse the next one from a new buffer start. The
-    /// storage for fields is reused if the caller no longer holds the previous head (its
-    /// arrays share storage with the parser until then), so drop the head first.
+    /// Forgets the current head, to parse the next one from a new buffer start.
+    ///
+    /// The field storage is emptied only when the next head completes, not here: a head
+    /// shares its arrays with the parser, and a caller typically resets while it still
+    /// holds the head it just got, which would make emptying them here copy them. By the
+    /// next head that one is usually gone, and the storage is reused in place.
     public mutating func reset() {
         scanned = 0
         lineStart = 0
         headStart = -1
         fieldLines = 0
         finished = nil
-        fields.removeAll(keepingCapacity: true)
-        hopByHop.removeAll(keepingCapacity: true)
     }
 
     /// Parses the head at the start of `bytes`. Call it again with the same bytes plus
@@ -175,6 +176,8 @@ public struct HTTPHeadParser: Sendable {
     /// guaranteed that every line ends in CRLF and that no other CR or LF occurs, so the
     /// first CR after a line start is that line's end.
     private mutating func complete(_ bytes: UnsafeRawBufferPointer, end: Int) -> Outcome {
+        fields.removeAll(keepingCapacity: true)
+        hopByHop.removeAll(keepingCapacity: true)
         var head = HTTPHead(version: .http11)
         head.length = end
         head.start = headStart

@@ -461,6 +461,7 @@ final class HTTPSession: EventHandler, ProxySession {
             serverWatchesOutput = false
             connectedAt = loop.now
             server.health.total.add(1, ordering: .relaxed)
+            worker.backendCounters[frontend.backendIndex].total.add(1, ordering: .relaxed)
             return
         }
         serverReused = false
@@ -487,6 +488,7 @@ final class HTTPSession: EventHandler, ProxySession {
         lastServerIO = loop.now
         server?.health.recordConnectSuccess()
         server?.health.total.add(1, ordering: .relaxed)
+        worker.backendCounters[frontend.backendIndex].total.add(1, ordering: .relaxed)
     }
 
     private func connectFailed(timedOut: Bool, loop: EventLoop) {

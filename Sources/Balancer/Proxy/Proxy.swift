@@ -247,6 +247,19 @@ public final class Proxy: @unchecked Sendable {
         return warnings
     }
 
+    /// The configuration as it runs now: backend settings from the last reload, servers
+    /// from the last published tables (discovery included). What /haproxy.cfg exports.
+    public func liveConfiguration() -> Configuration {
+        var live = configuration
+        let (configs, tables) = publishLock.withLock { ($0.backendConfigs, $0.tables) }
+        live.backends = zip(configs, tables).map { config, table in
+            var backend = config
+            backend.servers = table.servers.map(\.config)
+            return backend
+        }
+        return live
+    }
+
     /// The current table of each backend (control thread view).
     public var tables: [BackendTable] { publishLock.withLock { $0.tables } }
 
