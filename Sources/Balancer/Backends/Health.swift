@@ -5,7 +5,6 @@
 // It runs on its own thread with poll(2): checks are rare and blocking-style code is
 // clearer here; the verdict reaches the loops through `ServerHealth.checkedUp`, an
 // atomic each pick reads.
-import Glibc
 import Synchronization
 
 public final class HealthChecker: @unchecked Sendable {
@@ -101,21 +100,21 @@ public final class HealthChecker: @unchecked Sendable {
     /// Polls in-flight checks for up to 100 ms, then settles the ones that finished or
     /// ran out of time (a check may take `inter` at most, like haproxy without `timeout check`).
     private func waitForChecks() {
-        var fds: [pollfd] = []
+        var fds: [Posix.PollRequest] = []
         var owners: [Int] = []
         for (i, target) in targets.enumerated() where target.fd >= 0 {
-            fds.append(pollfd(fd: target.fd, events: Int16(POLLOUT), revents: 0))
+            fds.append(Posix.PollRequest(fd: target.fd, events: .writable))
             owners.append(i)
         }
         if fds.isEmpty {
             Posix.sleep(milliseconds: 100)
             return
         }
-        _ = Posix.poll(&fds, timeoutMilliseconds: 100)
+        _ = try? Posix.poll(&fds, timeoutMilliseconds: 100)
         let now = Posix.monotonicNanoseconds()
         for (slot, i) in owners.enumerated() {
             let fd = targets[i].fd
-            if fds[slot].revents != 0 {
+            if !fds[slot].returned.isEmpty {
                 let error = Posix.pendingError(fd)
                 Posix.close(fd)
                 targets[i].fd = -1

@@ -181,15 +181,6 @@ public enum Posix {
         try syscallValue(where: "fcntl(F_DUPFD_CLOEXEC)") { Glibc.fcntl(fd, F_DUPFD_CLOEXEC, 0) }
     }
 
-    /// Waits for `fd` to become ready for `events` (POLLIN/POLLOUT), up to `timeout` ms.
-    /// Control threads only (health checks); loops use epoll.
-    static func poll(_ fds: inout [pollfd], timeoutMilliseconds: Int) -> Int {
-        while true {
-            let n = Glibc.poll(&fds, nfds_t(fds.count), CInt(timeoutMilliseconds))
-            if n >= 0 { return Int(n) }
-            if Glibc.errno != EINTR { return 0 }
-        }
-    }
 
     /// What a public `poll` waits for and reports, in Swift terms so callers outside this
     /// layer (Discovery's HTTP client) need no Glibc.
