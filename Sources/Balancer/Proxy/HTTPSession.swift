@@ -314,7 +314,10 @@ final class HTTPSession: EventHandler, ProxySession {
     private func handleClientInput(loop: EventLoop) -> Bool {
         switch phase {
         case .awaitingRequest:
-            return parseRequest(loop: loop)
+            // A request's head and the start of its body leave in one write to the server.
+            guard parseRequest(loop: loop) else { return false }
+            if phase == .exchanging { _ = moveRequestBody(loop: loop) }
+            return true
         case .exchanging:
             return moveRequestBody(loop: loop)
         case .tunnel:
@@ -379,12 +382,10 @@ final class HTTPSession: EventHandler, ProxySession {
         request = HTTPExchangePolicy.Request(head: head)
         requestBody = BodyProgress(head.framing)
         request.bodyComplete = requestBody.isDone
-        // The request line, for the log: up to the first CR.
+        // The request line, for the log (after any empty lines the parser skipped).
         requestLine.removeAll(keepingCapacity: true)
         let bytes = clientIn.readable
-        var end = 0
-        while end < head.length && bytes[end] != 13 { end += 1 }
-        requestLine.append(contentsOf: UnsafeRawBufferPointer(rebasing: bytes[0..<end]))
+        requestLine.append(contentsOf: UnsafeRawBufferPointer(rebasing: bytes[head.startLine]))
 
         serverOut.clear()
         serverOutSent = 0
@@ -629,9 +630,15 @@ final class HTTPSession: EventHandler, ProxySession {
             }
             return progress
         case .exchanging:
-            guard serverFD >= 0 || !serverIn.isEmpty else { return false }
-            if !responseHeadDone { return parseResponse(loop: loop) }
-            return moveResponseBody(loop: loop)
+            // Head and body in one go, so that a small response leaves in one write to
+            // the client instead of one for the head and one for the body.
+            var progress = false
+            while phase == .exchanging && !responseComplete && (serverFD >= 0 || !serverIn.isEmpty) {
+                let step = responseHeadDone ? moveResponseBody(loop: loop) : parseResponse(loop: loop)
+                if !step { break }
+                progress = true
+            }
+            return progress
         default:
             return false
         }
@@ -658,11 +665,13 @@ final class HTTPSession: EventHandler, ProxySession {
         let bytes = serverIn.readable
         if head.status >= 100 && head.status < 200 && head.status != 101 {
             // Interim response (100 Continue, 103 Early Hints): pass it on, then wait for
-            // the final one.
-            HTTPHeadWriter.writeResponse(head, from: bytes, requestVersion: request.version,
-                                     keepAliveToClient: true, into: &worker.scratch)
-            appendToClient(worker.scratch)
-            worker.scratch.removeAll(keepingCapacity: true)
+            // the final one. HTTP/1.0 clients do not know 1xx (RFC 9110 §15.2): drop it.
+            if request.version == .http11 {
+                HTTPHeadWriter.writeResponse(head, from: bytes, requestVersion: request.version,
+                                             keepAliveToClient: true, into: &worker.scratch)
+                appendToClient(worker.scratch)
+                worker.scratch.removeAll(keepingCapacity: true)
+            }
             serverIn.consume(head.length)
             responseParser.reset()
             return true
