@@ -1,5 +1,7 @@
 // Retry pacing for sources: exponential backoff with full jitter, capped, reset by the
 // first success (consul-template's retry policy).
+import Balancer
+
 public struct Backoff: Sendable {
     public var base: Duration
     public var cap: Duration
@@ -16,7 +18,7 @@ public struct Backoff: Sendable {
         failures += 1
         let exponent = min(failures - 1, 30)
         let ceiling = min(base * (1 << exponent), cap)
-        let ns = max(ceiling.nanosecondsClamped, 1)
+        let ns = max(ceiling.nanoseconds, 1)
         let jittered = Int64.random(in: (ns / 2)...ns, using: &generator)
         return .nanoseconds(jittered)
     }
@@ -27,12 +29,4 @@ public struct Backoff: Sendable {
     }
 
     public mutating func succeeded() { failures = 0 }
-}
-
-extension Duration {
-    var nanosecondsClamped: Int64 {
-        let (seconds, attoseconds) = components
-        let (ns, overflow) = seconds.multipliedReportingOverflow(by: 1_000_000_000)
-        return overflow ? .max / 2 : ns + attoseconds / 1_000_000_000
-    }
 }

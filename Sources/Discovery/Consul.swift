@@ -108,7 +108,7 @@ public final class ConsulSource: BackendSource {
         while !stopSignal.isTriggered {
             if let lastCallStart {
                 let elapsed = Duration.nanoseconds(Posix.monotonicNanoseconds() - lastCallStart)
-                let jitter = Duration.nanoseconds(Int64.random(in: 0...max(options.minimumInterval.nanosecondsClamped, 0), using: &generator))
+                let jitter = Duration.nanoseconds(Int64.random(in: 0...max(options.minimumInterval.nanoseconds, 0), using: &generator))
                 let pause = Self.pause(sinceLastCall: elapsed, minimumInterval: options.minimumInterval, jitter: jitter)
                 if pause > .zero && !stopSignal.sleep(for: pause) { break }
             }

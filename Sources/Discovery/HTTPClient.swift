@@ -184,7 +184,7 @@ public final class StopSignal: Sendable {
     /// Sleeps for `duration` unless triggered first. Returns false if triggered.
     @discardableResult
     public func sleep(for duration: Duration) -> Bool {
-        let deadline = Posix.monotonicNanoseconds() + duration.nanosecondsClamped
+        let deadline = Posix.monotonicNanoseconds() + duration.nanoseconds
         while !isTriggered {
             let remaining = deadline - Posix.monotonicNanoseconds()
             if remaining <= 0 { return true }
@@ -363,8 +363,8 @@ public final class HTTPClient {
         let started = Posix.monotonicNanoseconds()
         let deadline: () -> Int64 = {
             switch timing {
-            case .total(let limit): started + limit.nanosecondsClamped
-            case .idle(let limit): Posix.monotonicNanoseconds() + limit.nanosecondsClamped
+            case .total(let limit): started + limit.nanoseconds
+            case .idle(let limit): Posix.monotonicNanoseconds() + limit.nanoseconds
             }
         }
         let limit: Duration = switch timing {
@@ -416,7 +416,7 @@ public final class HTTPClient {
         start = 0
         end = 0
         if socket.connected { return }
-        let deadline = Posix.monotonicNanoseconds() + connectTimeout.nanosecondsClamped
+        let deadline = Posix.monotonicNanoseconds() + connectTimeout.nanoseconds
         do throws(HTTPClientError) {
             try waitFor(.writable, deadline: deadline, limit: connectTimeout)
         } catch .timeout {
@@ -661,7 +661,7 @@ extension StringProtocol {
 extension Duration {
     /// `300s`, `1500ms`: for messages, and Go's duration syntax for Consul's `wait`.
     var shortDescription: String {
-        let ms = nanosecondsClamped / 1_000_000
+        let ms = nanoseconds / 1_000_000
         return ms % 1000 == 0 ? "\(ms / 1000)s" : "\(ms)ms"
     }
 }

@@ -90,15 +90,3 @@ final class DemoBackends: Sendable {
         for fd in listeners { close(fd) }
     }
 }
-
-extension ArraySlice where Element == UInt8 {
-    var containsHeadEnd: Bool {
-        guard count >= 4 else { return false }
-        var i = startIndex
-        while i + 3 < endIndex {
-            if self[i] == 13 && self[i + 1] == 10 && self[i + 2] == 13 && self[i + 3] == 10 { return true }
-            i += 1
-        }
-        return false
-    }
-}

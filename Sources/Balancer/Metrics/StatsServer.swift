@@ -129,14 +129,3 @@ public final class StatsServer: @unchecked Sendable {
         }
     }
 }
-
-extension Array where Element == UInt8 {
-    /// Whether the bytes contain CRLFCRLF (the end of an HTTP head).
-    var containsHeadEnd: Bool {
-        guard count >= 4 else { return false }
-        for i in 0...(count - 4) where self[i] == 13 && self[i + 1] == 10 && self[i + 2] == 13 && self[i + 3] == 10 {
-            return true
-        }
-        return false
-    }
-}

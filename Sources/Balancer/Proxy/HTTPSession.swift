@@ -461,8 +461,7 @@ final class HTTPSession: EventHandler, ProxySession {
             loop.setOwner(fd, to: self, side: 1)
             serverWatchesOutput = false
             connectedAt = loop.now
-            server.health.total.add(1, ordering: .relaxed)
-            worker.backendCounters[frontend.backendIndex].total.add(1, ordering: .relaxed)
+            countServerUse()
             return
         }
         serverReused = false
@@ -488,6 +487,12 @@ final class HTTPSession: EventHandler, ProxySession {
         connectedAt = loop.now
         lastServerIO = loop.now
         server?.health.recordConnectSuccess()
+        countServerUse()
+    }
+
+    /// A request was handed to a server connection, new or pooled: the totals of the
+    /// server and of its backend (stats page) count it.
+    private func countServerUse() {
         server?.health.total.add(1, ordering: .relaxed)
         worker.backendCounters[frontend.backendIndex].total.add(1, ordering: .relaxed)
     }
