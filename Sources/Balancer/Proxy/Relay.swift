@@ -16,7 +16,7 @@ struct Relay {
         case idle
         /// Moved `budget` bytes and could move more: run again later, to be fair.
         case budgetExhausted
-        /// The source hit EOF and everything was delivered; FIN was passed on.
+        /// The source hit EOF and everything was delivered: time to pass the FIN on.
         case finished
         case sourceFailed(Errno)
         case destinationFailed(Errno)
@@ -57,10 +57,9 @@ struct Relay {
                 continue
             }
             if sourceEOF {
-                if !finished {
-                    Posix.shutdown(destination, .write)
-                    finished = true
-                }
+                // The FIN for the destination is the state machine's decision
+                // (`.shutdownWrite`), carried out by the session.
+                finished = true
                 return .finished
             }
             if moved >= budget { return sourceReadable ? .budgetExhausted : .idle }

@@ -78,8 +78,9 @@ final class TCPSession: EventHandler, ProxySession {
             connect(to: index, loop: loop)
         case .startRelaying:
             startRelaying(loop: loop)
-        case .shutdownWrite:
-            break   // Relay.pump already sent the FIN when it reported `.finished`.
+        case .shutdownWrite(let side):
+            // Half-close: the other direction keeps flowing until it ends too.
+            Posix.shutdown(side == .server ? serverFD : clientFD, .write)
         case .close(let termination):
             finish(termination, abort: false, loop: loop)
         case .abort(let termination):
