@@ -42,6 +42,7 @@ public final class LogBuffer {
 
     @inline(__always) public func append(_ byte: UInt8) { bytes.append(byte) }
     @inline(__always) public func append(_ other: [UInt8]) { bytes.append(contentsOf: other) }
+    @inline(__always) public func append(_ other: UnsafeRawBufferPointer) { bytes.append(contentsOf: other) }
     public func append(_ string: StaticString) {
         string.withUTF8Buffer { bytes.append(contentsOf: $0) }
     }
@@ -74,7 +75,7 @@ public final class LogBuffer {
         }
     }
 
-    private func appendPadded(_ value: Int, width: Int) {
+    private static func appendPadded(_ value: Int, width: Int, to bytes: inout [UInt8]) {
         var divisor = 1
         for _ in 1..<width { divisor *= 10 }
         var v = value
@@ -87,17 +88,7 @@ public final class LogBuffer {
 
     /// The numeric client address and port, `1.2.3.4:5678` (haproxy's `%ci:%cp`).
     public func append(_ address: SocketAddress) {
-        var text = (Int64(0), Int64(0), Int64(0), Int64(0), Int64(0), Int64(0), Int64(0), Int64(0))  // 64 bytes
-        withUnsafeMutableBytes(of: &text) { raw in
-            let out = raw.baseAddress!.assumingMemoryBound(to: CChar.self)
-            switch address {
-            case .v4(var a): _ = inet_ntop(AF_INET, &a.sin_addr, out, 64)
-            case .v6(var a): _ = inet_ntop(AF_INET6, &a.sin6_addr, out, 64)
-            }
-            for i in 0..<64 where raw[i] != 0 {
-                bytes.append(raw[i])
-            }
-        }
+        address.withNumericHost { bytes.append(contentsOf: $0) }
         bytes.append(UInt8(ascii: ":"))
         append(Int(address.port))
     }
@@ -109,30 +100,29 @@ public final class LogBuffer {
     public func appendDate(wallMilliseconds ms: Int64) {
         let second = ms / 1000
         if second != cachedSecond {
+            // Written into the cache's own storage (kept from second to second), so that
+            // a new second costs no allocation either.
             cachedSecond = second
             var t = time_t(second)
             var parts = tm()
             localtime_r(&t, &parts)
-            let saved = bytes
-            bytes.removeAll(keepingCapacity: true)
-            appendPadded(Int(parts.tm_mday), width: 2)
-            bytes.append(UInt8(ascii: "/"))
-            LogBuffer.months[Int(parts.tm_mon)].withUTF8Buffer { bytes.append(contentsOf: $0) }
-            bytes.append(UInt8(ascii: "/"))
-            appendPadded(Int(parts.tm_year) + 1900, width: 4)
-            bytes.append(UInt8(ascii: ":"))
-            appendPadded(Int(parts.tm_hour), width: 2)
-            bytes.append(UInt8(ascii: ":"))
-            appendPadded(Int(parts.tm_min), width: 2)
-            bytes.append(UInt8(ascii: ":"))
-            appendPadded(Int(parts.tm_sec), width: 2)
-            cachedDate = bytes
-            bytes = saved
+            cachedDate.removeAll(keepingCapacity: true)
+            LogBuffer.appendPadded(Int(parts.tm_mday), width: 2, to: &cachedDate)
+            cachedDate.append(UInt8(ascii: "/"))
+            LogBuffer.months[Int(parts.tm_mon)].withUTF8Buffer { cachedDate.append(contentsOf: $0) }
+            cachedDate.append(UInt8(ascii: "/"))
+            LogBuffer.appendPadded(Int(parts.tm_year) + 1900, width: 4, to: &cachedDate)
+            cachedDate.append(UInt8(ascii: ":"))
+            LogBuffer.appendPadded(Int(parts.tm_hour), width: 2, to: &cachedDate)
+            cachedDate.append(UInt8(ascii: ":"))
+            LogBuffer.appendPadded(Int(parts.tm_min), width: 2, to: &cachedDate)
+            cachedDate.append(UInt8(ascii: ":"))
+            LogBuffer.appendPadded(Int(parts.tm_sec), width: 2, to: &cachedDate)
         }
         bytes.append(UInt8(ascii: "["))
         bytes.append(contentsOf: cachedDate)
         bytes.append(UInt8(ascii: "."))
-        appendPadded(Int(ms % 1000), width: 3)
+        LogBuffer.appendPadded(Int(ms % 1000), width: 3, to: &bytes)
         bytes.append(UInt8(ascii: "]"))
     }
 }

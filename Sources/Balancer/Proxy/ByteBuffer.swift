@@ -1,7 +1,9 @@
 // A growable byte buffer with a read and a write index, for HTTP mode, where heads must be
-// looked at. Storage is allocated once per buffer and reused for every request on the
-// connection; it grows (doubling) only when a message needs more, and compacts (moves the
-// unread bytes to the front) instead of growing when that makes room.
+// looked at. A session borrows its buffers from the loop's TransferPool only while bytes
+// wait in them, and gives them back as soon as they are empty, so an idle connection
+// holds none (`unallocated`). A buffer grows (doubling) only when a message needs more,
+// and compacts (moves the unread bytes to the front) instead of growing when that makes
+// room.
 struct ByteBuffer {
     private(set) var storage: UnsafeMutableRawBufferPointer
     private(set) var reader = 0
@@ -10,6 +12,15 @@ struct ByteBuffer {
     init(capacity: Int) {
         storage = .allocate(byteCount: capacity, alignment: 16)
     }
+
+    private init() {
+        storage = UnsafeMutableRawBufferPointer(start: nil, count: 0)
+    }
+
+    /// A buffer that holds no memory: what a session keeps while a side is idle.
+    static var unallocated: ByteBuffer { ByteBuffer() }
+
+    var isAllocated: Bool { storage.baseAddress != nil }
 
     /// Frees the storage. The buffer must not be used afterwards.
     func deallocate() { storage.deallocate() }
@@ -25,6 +36,7 @@ struct ByteBuffer {
 
     /// Room for at least `count` more bytes, then the writable region.
     mutating func writable(atLeast count: Int) -> UnsafeMutableRawBufferPointer {
+        precondition(isAllocated, "borrow the buffer from the pool first")
         if storage.count - writer < count {
             if reader > 0 {
                 let unread = writer - reader

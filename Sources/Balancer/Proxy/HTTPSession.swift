@@ -1,11 +1,19 @@
-// One client connection in HTTP mode: requests are parsed, balanced one by one over the
-// servers (haproxy's http-keep-alive mode), and answered in order. Loop thread only.
+// One client connection in HTTP mode: the shell around HTTPConnectionStateMachine.
+// Requests are parsed, balanced one by one over the servers (haproxy's http-keep-alive
+// mode), and answered in order. Loop thread only.
 //
-// The session is a shell around pure parts: HTTPHeadParser and ChunkedDecoder decide
-// what the bytes mean, HTTPExchangePolicy decides retries, keep-alive and errors, and
-// this file only moves bytes and timers. `advance` runs every step that can make progress
+// This file moves bytes, arms timers and carries out the machine's actions; it decides
+// nothing itself. The parsers (HTTPHeadParser, BodyProgress) say what the bytes mean, the
+// machine says what to do about it. `advance` runs every step that can make progress
 // until none can (the sockets are edge-triggered, so readiness is remembered in flags,
 // set by epoll and cleared by EAGAIN).
+//
+// Memory: buffers are borrowed from the loop's pool only while bytes wait in them and
+// given back when they are empty, so a connection between requests holds nothing but
+// this object. Heads are parsed by the loop's parsers (their field arrays are reused by
+// every connection of the loop); a head that arrived in pieces is parsed again from its
+// start when the next piece comes, which costs a rescan of at most `maxHeadBytes` and
+// saves keeping parser state per connection.
 //
 // Ordering: while a request is being served the client socket is not read beyond that
 // request's body, so pipelined requests wait in `clientIn` and are answered in order.
@@ -14,32 +22,23 @@ final class HTTPSession: EventHandler, ProxySession {
     var deadline: Int64 = 0
     var filedDeadline: Int64 = 0
 
-    enum Phase: Equatable {
-        /// Waiting for (the rest of) a request head.
-        case awaitingRequest
-        /// A request is being forwarded and its response relayed.
-        case exchanging
-        /// After a 101 Switching Protocols: raw bytes both ways.
-        case tunnel
-        /// An error response is being flushed; the client's input is drained and dropped
-        /// for a moment so that closing does not reset the connection before the client
-        /// has read the response.
-        case lingering
-        case closed
-    }
+    typealias Phase = HTTPConnectionStateMachine.Phase
 
-    unowned let worker: ProxyWorker
+    // The worker owns the loop, which owns every session: it outlives them, so the
+    // reference needs no reference counting (unowned(unsafe) skips the checks `unowned`
+    // makes on every access).
+    unowned(unsafe) let worker: ProxyWorker
     let frontend: FrontendRuntime
     let clientFD: CInt
     let peer: SocketAddress
-    /// The client's IP as text, for X-Forwarded-For (made once per connection).
-    let peerIP: [UInt8]
     var table: BackendTable
-    var phase = Phase.awaitingRequest
+    var machine: HTTPConnectionStateMachine
+    var phase: Phase { machine.phase }
+    private var closed = false
 
     // Client side.
-    var clientIn: ByteBuffer
-    var clientOut: ByteBuffer
+    var clientIn = ByteBuffer.unallocated
+    var clientOut = ByteBuffer.unallocated
     var clientReadable = true
     var clientWritable = true
     var clientEOF = false
@@ -51,11 +50,9 @@ final class HTTPSession: EventHandler, ProxySession {
     // late event for a socket the session let go of goes to its new owner or nowhere.
     var serverFD: CInt = -1
     var server: Server?
-    var serverIndex = -1
-    var serverReused = false
-    var connecting = false
-    var serverIn: ByteBuffer
-    var serverOut: ByteBuffer
+    var serverUse = ServerUse()
+    var serverIn = ByteBuffer.unallocated
+    var serverOut = ByteBuffer.unallocated
     /// Bytes of `serverOut` already written. They are kept while the request may still be
     /// replayed on another server; `serverOut` is trimmed once it cannot.
     var serverOutSent = 0
@@ -67,65 +64,37 @@ final class HTTPSession: EventHandler, ProxySession {
     var serverHangupSeen = false
 
     // The current exchange.
-    var requestParser: HTTPHeadParser
-    var responseParser = HTTPHeadParser(kind: .response)
-    var request = HTTPExchangePolicy.Request()
     var requestBody = BodyProgress.done
     var responseBody = BodyProgress.done
-    var responseStarted = false      // a byte of the response arrived from the server
-    var responseHeadDone = false
-    var responseComplete = false
-    var responseToClientStarted = false
-    var status = 0
-    var keepAliveToClient = false
-    var serverReusable = false
-    var attempts = 0
-    var requestCount = 0
+    /// Content-Length bodies past `spliceThreshold` move through a pipe (see BodySplice).
+    var splice: BodySplice?
+    /// The request line, for the log line written when the exchange ends.
+    var requestLine = ByteBuffer.unallocated
+    var bytesToClient = 0
+    var requestWall: Int64
     /// Set when a step changed the session in a way earlier steps of the same round did
     /// not see (a new server connection): `advance` then runs another round.
     var stateChanged = false
-    var requestLine: [UInt8] = []
-    var bytesToClient = 0
-    var termination = TerminationState.normal
-
-    // Timers (monotonic ns).
-    let acceptedAt: Int64
-    var exchangeStartedAt: Int64      // accept, or the end of the previous exchange
-    var firstByteAt: Int64 = 0        // first byte of the current request head
-    var headCompleteAt: Int64 = 0
-    var connectStartedAt: Int64 = 0
-    var connectedAt: Int64 = -1
-    var responseHeadAt: Int64 = -1
-    var lastClientIO: Int64
-    var lastServerIO: Int64
-    var lingerUntil: Int64 = 0
-    var requestWall: Int64
-
-    let timeouts: HTTPTimeouts
 
     /// Backpressure: stop reading a side while this much waits for the other.
     static let highWater = 64 * 1024
     static let readChunk = 16 * 1024
+    /// Bodies with at least this much left after their head move with splice(2). Below
+    /// it the buffered path is as fast (the bytes are already in the buffer that read the
+    /// head, and a pipe costs two extra system calls per chunk); see Benchmarks/README.md.
+    static let spliceThreshold = 64 * 1024
 
     init(worker: ProxyWorker, client: CInt, peer: SocketAddress, frontend: FrontendRuntime, table: BackendTable, now: Int64) {
         self.worker = worker
         self.clientFD = client
         self.peer = peer
-        self.peerIP = Array(peer.host.utf8)
         self.frontend = frontend
         self.table = table
-        self.acceptedAt = now
-        self.exchangeStartedAt = now
-        self.lastClientIO = now
-        self.lastServerIO = now
         self.requestWall = Posix.wallClockMilliseconds()
-        self.timeouts = HTTPTimeouts(frontend: frontend.config, backend: table.settings)
-        self.requestParser = HTTPHeadParser(kind: .request, limits: worker.httpLimits)
-        self.clientIn = worker.pool.takeByteBuffer()
-        self.clientOut = worker.pool.takeByteBuffer()
-        self.serverIn = worker.pool.takeByteBuffer()
-        self.serverOut = worker.pool.takeByteBuffer()
-        requestLine.reserveCapacity(128)
+        self.machine = HTTPConnectionStateMachine(
+            timeouts: HTTPTimeouts(frontend: frontend.config, backend: table.settings),
+            retry: RetryPolicy(retries: table.settings.retries, redispatch: table.settings.redispatch),
+            now: now)
     }
 
     // MARK: life cycle
@@ -135,23 +104,53 @@ final class HTTPSession: EventHandler, ProxySession {
         do {
             try loop.watch(clientFD, side: 0, events: [.readable, .readHangup], for: self)
         } catch {
-            close(loop: loop)
+            close(abort: false, loop: loop)
             return
         }
         advance(loop: loop)
     }
 
-    /// Soft stop: a connection waiting for its next request is closed now, since it
-    /// would only keep the process alive through the grace period for nothing.
     func closeIfIdle(loop: EventLoop) {
-        if phase == .awaitingRequest && clientIn.isEmpty { close(loop: loop) }
+        perform(machine.stopIfIdle(clientInputPending: !clientIn.isEmpty), loop: loop)
     }
 
     func kill(loop: EventLoop) {
-        guard phase != .closed else { return }
-        termination = .make("K", phase == .awaitingRequest ? "R" : "D")
-        if phase == .exchanging || phase == .tunnel { log(loop: loop) }
-        close(loop: loop, abort: true)
+        perform(machine.killed(), loop: loop)
+    }
+
+    // MARK: actions
+
+    private func perform(_ action: HTTPConnectionStateMachine.Action, loop: EventLoop) {
+        switch action {
+        case .none, .startTunnel:
+            break
+        case .connect(let avoiding):
+            dropServer(reusable: false, loop: loop)
+            guard let index = table.pick(avoiding: avoiding, now: loop.now) else {
+                perform(machine.noServer(now: loop.now), loop: loop)
+                return
+            }
+            connect(to: index, loop: loop)
+        case .reconnect(let index):
+            connect(to: index, loop: loop)
+        case .respond(let error):
+            respond(error, loop: loop)
+        case .finishExchange(let reuseServer, let keepAlive):
+            log(loop: loop)
+            dropServer(reusable: reuseServer && serverIn.isEmpty && !serverEOF, loop: loop)
+            if keepAlive {
+                requestBody = .done
+                responseBody = .done
+                bytesToClient = 0
+                machine.readyForNextRequest(now: loop.now)
+                releaseEmptyBuffers()
+            } else {
+                close(abort: false, loop: loop)
+            }
+        case .close(let log, let abort):
+            if log { self.log(loop: loop) }
+            close(abort: abort, loop: loop)
+        }
     }
 
     // MARK: events
@@ -164,12 +163,12 @@ final class HTTPSession: EventHandler, ProxySession {
         // proves the socket drained (the EOF may still be queued behind the data).
         let hangup = !events.isDisjoint(with: [.readHangup, .hangup, .error])
         if side == 0 {
-            if input { clientReadable = true }
-            if output { clientWritable = true }
+            if input { clientReadable = true; splice?.up.sourceReadable = true }
+            if output { clientWritable = true; splice?.down.destinationWritable = true }
             if hangup { clientHangupSeen = true }
         } else {
             guard serverFD >= 0 else { return }
-            if connecting {
+            if machine.connecting {
                 guard input || output else { return }
                 if let _ = Posix.pendingError(serverFD) {
                     connectFailed(timedOut: false, loop: loop)
@@ -177,8 +176,8 @@ final class HTTPSession: EventHandler, ProxySession {
                     connectSucceeded(loop: loop)
                 }
             } else {
-                if input { serverReadable = true }
-                if output { serverWritable = true }
+                if input { serverReadable = true; splice?.down.sourceReadable = true }
+                if output { serverWritable = true; splice?.up.destinationWritable = true }
                 if hangup { serverHangupSeen = true }
             }
         }
@@ -190,39 +189,14 @@ final class HTTPSession: EventHandler, ProxySession {
     }
 
     func deadlineReached(loop: EventLoop) {
-        guard phase != .closed else { return }
-        let now = loop.now
-        switch phase {
-        case .awaitingRequest:
-            if clientIn.isEmpty {
-                // An idle keep-alive connection (or one that never said anything): close
-                // quietly, as haproxy does.
-                close(loop: loop)
-            } else {
-                // Slowloris defence: the head did not arrive within `timeout http-request`.
-                fail(.requestTimeout, termination: .make("c", "R"), loop: loop)
-            }
-        case .exchanging:
-            if connecting {
-                if now >= connectStartedAt + timeouts.connect {
-                    connectFailed(timedOut: true, loop: loop)
-                }
-            } else if !responseHeadDone && serverFD >= 0 && now >= lastServerIO + timeouts.server {
-                fail(.gatewayTimeout, termination: .make("s", "H"), loop: loop)
-            } else if now >= lastClientIO + timeouts.client && (!request.bodyComplete || !clientOut.isEmpty) {
-                abortExchange(.make("c", "D"), loop: loop)
-            } else if now >= lastServerIO + timeouts.server && serverFD >= 0 {
-                abortExchange(.make("s", "D"), loop: loop)
-            }
-        case .tunnel:
-            let side: Character = now >= lastClientIO + timeouts.client ? "c" : "s"
-            abortExchange(.make(side, "D"), loop: loop)
-        case .lingering:
-            close(loop: loop)
-        case .closed:
-            break
+        guard !closed else { return }
+        if machine.phase == .exchanging && machine.connecting
+            && loop.now >= machine.connectStartedAt + machine.timeouts.connect {
+            server?.health.recordConnectFailure(now: loop.now)
         }
-        if phase != .closed { advance(loop: loop) }
+        perform(machine.timerFired(now: loop.now, clientInputPending: !clientIn.isEmpty,
+                                   clientOutputPending: !clientOut.isEmpty), loop: loop)
+        if !closed { advance(loop: loop) }
     }
 
     // MARK: the progress loop
@@ -230,7 +204,7 @@ final class HTTPSession: EventHandler, ProxySession {
     private func advance(loop: EventLoop) {
         var rounds = 0
         var progress = true
-        while progress && phase != .closed {
+        while progress && !closed {
             rounds += 1
             if rounds > 64 {
                 // Fairness: a connection with a lot to move yields to the others.
@@ -239,17 +213,19 @@ final class HTTPSession: EventHandler, ProxySession {
             }
             progress = false
             if readClient(loop: loop) { progress = true }
-            if phase == .closed { return }
+            if closed { return }
             if handleClientInput(loop: loop) { progress = true }
-            if phase == .closed { return }
+            if closed { return }
             if flushServer(loop: loop) { progress = true }
-            if phase == .closed { return }
+            if closed { return }
             if readServer(loop: loop) { progress = true }
-            if phase == .closed { return }
+            if closed { return }
             if handleServerInput(loop: loop) { progress = true }
-            if phase == .closed { return }
+            if closed { return }
             if flushClient(loop: loop) { progress = true }
-            if phase == .closed { return }
+            if closed { return }
+            if pumpSplice(loop: loop) { progress = true }
+            if closed { return }
             if finishIfDone(loop: loop) { progress = true }
             if stateChanged {
                 // A retry attached a new server connection in the middle of this round,
@@ -258,9 +234,22 @@ final class HTTPSession: EventHandler, ProxySession {
                 progress = true
             }
         }
-        guard phase != .closed else { return }
+        guard !closed else { return }
+        releaseEmptyBuffers()
         updateInterest(loop: loop)
-        updateDeadline(loop: loop)
+        deadline = machine.deadline(clientInputPending: !clientIn.isEmpty, clientOutputPending: !clientOut.isEmpty)
+        loop.scheduleDeadline(for: self)
+    }
+
+    /// Gives back every buffer that holds nothing: between requests a connection keeps
+    /// no memory but this object.
+    private func releaseEmptyBuffers() {
+        let pool = worker.pool
+        if clientIn.isEmpty { pool.giveBack(&clientIn) }
+        if clientOut.isEmpty { pool.giveBack(&clientOut) }
+        if serverIn.isEmpty { pool.giveBack(&serverIn) }
+        if serverOut.isEmpty { pool.giveBack(&serverOut) }
+        if phase != .exchanging { pool.giveBack(&requestLine) }
     }
 
     // MARK: client input
@@ -270,7 +259,8 @@ final class HTTPSession: EventHandler, ProxySession {
         case .awaitingRequest:
             return clientIn.readableCount <= worker.httpLimits.maxHeadBytes
         case .exchanging:
-            return !request.bodyComplete && serverOut.readableCount - serverOutSent < HTTPSession.highWater
+            return !machine.request.bodyComplete && splice == nil
+                && serverOut.readableCount - serverOutSent < HTTPSession.highWater
         case .tunnel:
             return serverOut.readableCount < HTTPSession.highWater
         case .lingering:
@@ -282,12 +272,17 @@ final class HTTPSession: EventHandler, ProxySession {
 
     private func readClient(loop: EventLoop) -> Bool {
         guard clientReadable, !clientEOF, wantsClientInput() else { return false }
-        if phase == .lingering {
-            clientIn.clear()
+        let lingering = phase == .lingering
+        let target: UnsafeMutableRawBufferPointer
+        if lingering {
+            // Read and dropped: the loop's scratch space, no buffer borrowed.
+            target = worker.readScratch
+        } else {
+            worker.pool.borrow(&clientIn)
+            target = UnsafeMutableRawBufferPointer(rebasing: clientIn.writable(atLeast: HTTPSession.readChunk).prefix(HTTPSession.readChunk))
         }
-        let target = clientIn.writable(atLeast: HTTPSession.readChunk)
         do {
-            switch try Posix.read(clientFD, UnsafeMutableRawBufferPointer(rebasing: target.prefix(HTTPSession.readChunk))) {
+            switch try Posix.read(clientFD, target) {
             case .wouldBlock:
                 clientReadable = false
                 return false
@@ -295,18 +290,18 @@ final class HTTPSession: EventHandler, ProxySession {
                 clientEOF = true
                 return true
             case .processed(let n):
-                if phase == .awaitingRequest && clientIn.isEmpty && firstByteAt == 0 { firstByteAt = loop.now }
                 // A short read emptied the socket's queue; edge-triggered epoll reports the
                 // next bytes that arrive, so there is no need to learn it from an EAGAIN.
-                if n < HTTPSession.readChunk && !clientHangupSeen { clientReadable = false }
-                clientIn.didWrite(n)
-                lastClientIO = loop.now
+                if n < target.count && !clientHangupSeen { clientReadable = false }
+                if !lingering {
+                    clientIn.didWrite(n)
+                    machine.clientRead(now: loop.now)
+                }
                 return true
             }
         } catch {
             clientEOF = true
-            if phase == .lingering { close(loop: loop); return false }
-            abortExchange(.make("C", phase == .awaitingRequest ? "R" : "D"), loop: loop)
+            perform(machine.clientFailed(), loop: loop)
             return false
         }
     }
@@ -323,6 +318,7 @@ final class HTTPSession: EventHandler, ProxySession {
         case .tunnel:
             var progress = false
             if !clientIn.isEmpty {
+                worker.pool.borrow(&serverOut)
                 serverOut.append(clientIn.readable)
                 clientIn.consume(clientIn.readableCount)
                 progress = true
@@ -334,7 +330,7 @@ final class HTTPSession: EventHandler, ProxySession {
             }
             return progress
         case .lingering:
-            if clientEOF { close(loop: loop) }
+            if clientEOF { perform(machine.clientEOF(headPending: false, now: loop.now), loop: loop) }
             return false
         case .closed:
             return false
@@ -343,22 +339,22 @@ final class HTTPSession: EventHandler, ProxySession {
 
     private func parseRequest(loop: EventLoop) -> Bool {
         if clientIn.isEmpty {
-            if clientEOF { close(loop: loop) }   // the client is done: a normal end of keep-alive
+            // The client is done: the normal end of a keep-alive connection.
+            if clientEOF { perform(machine.clientEOF(headPending: false, now: loop.now), loop: loop) }
             return false
         }
-        switch requestParser.parse(clientIn.readable) {
+        worker.requestParser.reset()
+        switch worker.requestParser.parse(clientIn.readable) {
         case .needMore:
             if clientEOF {
                 // The client went away in the middle of a head.
-                termination = .make("C", "R")
                 setBadRequestLine()
-                log(loop: loop)
-                close(loop: loop)
+                perform(machine.clientEOF(headPending: true, now: loop.now), loop: loop)
             }
             return false
         case .invalid(let error):
             setBadRequestLine()
-            fail(error.requestErrorResponse, termination: .make("P", "R"), loop: loop)
+            perform(machine.requestInvalid(error, now: loop.now), loop: loop)
             return false
         case .complete(let head):
             startExchange(head, loop: loop)
@@ -367,84 +363,70 @@ final class HTTPSession: EventHandler, ProxySession {
     }
 
     private func setBadRequestLine() {
-        requestLine.removeAll(keepingCapacity: true)
-        requestLine.append(contentsOf: "<BADREQ>".utf8)
+        worker.pool.borrow(&requestLine)
+        requestLine.clear()
+        let text: StaticString = "<BADREQ>"
+        text.withUTF8Buffer { requestLine.append(UnsafeRawBufferPointer($0)) }
     }
 
     private func startExchange(_ head: HTTPHead, loop: EventLoop) {
-        requestCount += 1
-        headCompleteAt = loop.now
         // Each request is balanced on the table current now: a reload or a discovery
         // update applies from the next request of an open keep-alive connection.
         table = worker.tables[frontend.backendIndex]
-        if firstByteAt == 0 { firstByteAt = loop.now }
         requestWall = Posix.wallClockMilliseconds()
-        request = HTTPExchangePolicy.Request(head: head)
+        var request = HTTPExchangePolicy.Request(head: head)
         requestBody = BodyProgress(head.framing)
         request.bodyComplete = requestBody.isDone
-        // The request line, for the log (after any empty lines the parser skipped).
-        requestLine.removeAll(keepingCapacity: true)
         let bytes = clientIn.readable
-        requestLine.append(contentsOf: UnsafeRawBufferPointer(rebasing: bytes[head.startLine]))
+        // The request line, for the log (after any empty lines the parser skipped).
+        worker.pool.borrow(&requestLine)
+        requestLine.clear()
+        requestLine.append(UnsafeRawBufferPointer(rebasing: bytes[head.startLine]))
 
+        worker.pool.borrow(&serverOut)
         serverOut.clear()
         serverOutSent = 0
-        HTTPHeadWriter.writeRequest(head, from: bytes, clientAddress: peerIP,
-                                forwardFor: frontend.config.forwardFor, keepAliveToServer: true,
-                                into: &worker.scratch)
-        serverOut.append(worker.scratch)
+        worker.peerText.removeAll(keepingCapacity: true)
+        if frontend.config.forwardFor { peer.withNumericHost { worker.peerText.append(contentsOf: $0) } }
+        HTTPHeadWriter.writeRequest(head, from: bytes, clientAddress: worker.peerText,
+                                    forwardFor: frontend.config.forwardFor, keepAliveToServer: true,
+                                    into: &worker.scratch)
+        worker.scratch.withUnsafeBytes { serverOut.append($0) }
         worker.scratch.removeAll(keepingCapacity: true)
         clientIn.consume(head.length)
-        requestParser.reset()
-        phase = .exchanging
-        attempts = 0
-        status = 0
-        responseStarted = false
-        responseHeadDone = false
-        responseComplete = false
-        responseToClientStarted = false
         bytesToClient = 0
-        connectedAt = -1
-        responseHeadAt = -1
-        termination = .normal
-        lastServerIO = loop.now
-        connectNext(avoiding: nil, loop: loop)
+        perform(machine.requestHead(request, now: loop.now), loop: loop)
     }
 
     private func moveRequestBody(loop: EventLoop) -> Bool {
-        guard !request.bodyComplete, !clientIn.isEmpty else {
-            if !request.bodyComplete && clientEOF {
+        guard phase == .exchanging, !machine.request.bodyComplete, splice == nil else { return false }
+        if clientIn.isEmpty {
+            if clientEOF {
                 // The client closed before sending its whole body.
-                abortExchange(.make("C", "D"), loop: loop)
+                perform(machine.clientEOF(headPending: false, now: loop.now), loop: loop)
             }
-            return false
+            return startRequestSplice(loop: loop)
         }
         switch requestBody.take(from: clientIn.readable) {
         case .invalid:
-            fail(.badRequest, termination: .make("P", "D"), loop: loop)
+            perform(machine.requestBodyInvalid(now: loop.now), loop: loop)
             return false
         case .body(let count, let done):
+            worker.pool.borrow(&serverOut)
             serverOut.append(UnsafeRawBufferPointer(rebasing: clientIn.readable.prefix(count)))
             clientIn.consume(count)
-            request.bodyBytes += count
-            if done { request.bodyComplete = true }
-            if serverOut.readableCount > HTTPExchangePolicy.replayLimit { request.replayable = false }
+            machine.requestBody(count: count, complete: done, bufferedRequestBytes: serverOut.readableCount)
             return count > 0 || done
         }
     }
 
     // MARK: connecting
 
-    private func connectNext(avoiding: Int?, loop: EventLoop) {
-        guard let index = table.pick(avoiding: avoiding, now: loop.now) else {
-            fail(.serviceUnavailable, termination: .make("S", "C"), loop: loop)
-            return
-        }
-        attempts += 1
+    private func connect(to index: Int, loop: EventLoop) {
+        dropServer(reusable: false, loop: loop)
         stateChanged = true
         let server = table.servers[index]
         self.server = server
-        serverIndex = index
         serverReadable = true
         serverWritable = true
         serverHangupSeen = false
@@ -452,19 +434,15 @@ final class HTTPSession: EventHandler, ProxySession {
         serverShutdown = false
         serverIn.clear()
         serverOutSent = 0
-        responseParser.reset()
-        connectStartedAt = loop.now
         if let fd = worker.idlePool.take(for: server) {
             serverFD = fd
-            serverReused = true
-            connecting = false
             loop.setOwner(fd, to: self, side: 1)
             serverWatchesOutput = false
-            connectedAt = loop.now
-            countServerUse()
+            machine.connectStarted(server: index, reused: true, now: loop.now)
+            serverUse.begin(server, backend: worker.backendCounters[frontend.backendIndex])
             return
         }
-        serverReused = false
+        machine.connectStarted(server: index, reused: false, now: loop.now)
         do {
             let (fd, connected) = try Socket.connect(to: server.address)
             serverFD = fd
@@ -472,47 +450,30 @@ final class HTTPSession: EventHandler, ProxySession {
             // session and the idle pool on every request, without an epoll_ctl.
             try loop.watchOwned(fd, events: [.readable, .writable, .readHangup], owner: self, side: 1)
             serverWatchesOutput = true
-            if connected {
-                connectSucceeded(loop: loop)
-            } else {
-                connecting = true
-            }
+            if connected { connectSucceeded(loop: loop) }
         } catch {
             connectFailed(timedOut: false, loop: loop)
         }
     }
 
     private func connectSucceeded(loop: EventLoop) {
-        connecting = false
-        connectedAt = loop.now
-        lastServerIO = loop.now
-        server?.health.recordConnectSuccess()
-        countServerUse()
-    }
-
-    /// A request was handed to a server connection, new or pooled: the totals of the
-    /// server and of its backend (stats page) count it.
-    private func countServerUse() {
-        server?.health.total.add(1, ordering: .relaxed)
-        worker.backendCounters[frontend.backendIndex].total.add(1, ordering: .relaxed)
+        machine.connected(now: loop.now)
+        guard let server else { return }
+        server.health.recordConnectSuccess()
+        serverUse.begin(server, backend: worker.backendCounters[frontend.backendIndex])
     }
 
     private func connectFailed(timedOut: Bool, loop: EventLoop) {
-        connecting = false
         server?.health.recordConnectFailure(now: loop.now)
         dropServer(reusable: false, loop: loop)
-        // Nothing reached a server: any method may go elsewhere.
-        if HTTPExchangePolicy.mayRetryConnect(attempts: attempts, retries: table.settings.retries) {
-            connectNext(avoiding: table.settings.redispatch ? serverIndex : nil, loop: loop)
-        } else {
-            fail(.serviceUnavailable, termination: timedOut ? .make("s", "C") : .make("S", "C"), loop: loop)
-        }
+        perform(machine.connectFailed(timedOut: timedOut, now: loop.now), loop: loop)
     }
 
     /// Lets go of the server connection: back to the idle pool when it can carry another
     /// request, closed otherwise.
     private func dropServer(reusable: Bool, loop: EventLoop) {
         guard serverFD >= 0 else { return }
+        serverUse.end()
         if reusable, let server {
             worker.idlePool.give(serverFD, server: server, watchingOutput: serverWatchesOutput)
         } else {
@@ -521,13 +482,12 @@ final class HTTPSession: EventHandler, ProxySession {
         }
         serverFD = -1
         serverWatchesOutput = false
-        connecting = false
     }
 
     // MARK: server output
 
     private func flushServer(loop: EventLoop) -> Bool {
-        guard serverFD >= 0, !connecting, serverWritable else { return false }
+        guard serverFD >= 0, !machine.connecting, serverWritable else { return false }
         let pending = serverOut.readableCount - serverOutSent
         guard pending > 0 else { return false }
         let bytes = UnsafeRawBufferPointer(rebasing: serverOut.readable[serverOutSent...])
@@ -538,8 +498,8 @@ final class HTTPSession: EventHandler, ProxySession {
                 return false
             case .processed(let n):
                 serverOutSent += n
-                lastServerIO = loop.now
-                if !request.replayable || responseStarted || phase == .tunnel {
+                machine.serverWritten(now: loop.now)
+                if !machine.request.replayable || machine.responseStarted || phase == .tunnel {
                     // Nobody will ask for these bytes again: free the space.
                     serverOut.consume(serverOutSent)
                     serverOutSent = 0
@@ -555,9 +515,11 @@ final class HTTPSession: EventHandler, ProxySession {
     // MARK: server input
 
     private func wantsServerInput() -> Bool {
-        guard serverFD >= 0, !connecting, !serverEOF else { return false }
+        guard serverFD >= 0, !machine.connecting, !serverEOF else { return false }
         switch phase {
-        case .exchanging: return !responseComplete && clientOut.readableCount < HTTPSession.highWater
+        case .exchanging:
+            return !machine.responseComplete && clientOut.readableCount < HTTPSession.highWater
+                && (splice == nil || !splice!.downActive)
         case .tunnel: return clientOut.readableCount < HTTPSession.highWater
         default: return false
         }
@@ -565,6 +527,7 @@ final class HTTPSession: EventHandler, ProxySession {
 
     private func readServer(loop: EventLoop) -> Bool {
         guard serverReadable, wantsServerInput() else { return false }
+        worker.pool.borrow(&serverIn)
         let target = serverIn.writable(atLeast: HTTPSession.readChunk)
         do {
             switch try Posix.read(serverFD, target) {
@@ -577,8 +540,7 @@ final class HTTPSession: EventHandler, ProxySession {
             case .processed(let n):
                 if n < target.count && !serverHangupSeen { serverReadable = false }   // drained (see readClient)
                 serverIn.didWrite(n)
-                responseStarted = true
-                lastServerIO = loop.now
+                machine.serverRead(now: loop.now)
                 return true
             }
         } catch {
@@ -589,30 +551,11 @@ final class HTTPSession: EventHandler, ProxySession {
 
     /// The server connection broke (reset, or closed before the response was complete).
     private func serverFailed(loop: EventLoop) {
-        guard phase == .exchanging else {
-            if phase == .tunnel { abortExchange(.make("S", "D"), loop: loop) }
-            return
+        if phase == .exchanging && !machine.responseStarted && !machine.serverReused {
+            server?.health.recordConnectFailure(now: loop.now)
         }
-        if !responseStarted {
-            let reused = serverReused
-            dropServer(reusable: false, loop: loop)
-            if !reused { server?.health.recordConnectFailure(now: loop.now) }
-            if HTTPExchangePolicy.mayResend(request, attempts: attempts, retries: table.settings.retries, reusedConnection: reused) {
-                // Nothing came back, the method is idempotent and the whole request is
-                // still in `serverOut`: send it again elsewhere (haproxy's
-                // `retry-on conn-failure empty-response`).
-                connectNext(avoiding: (reused || !table.settings.redispatch) ? nil : serverIndex, loop: loop)
-            } else {
-                fail(.badGateway, termination: .make("S", "H"), loop: loop)
-            }
-            return
-        }
-        if !responseHeadDone {
-            fail(.badGateway, termination: .make("S", "H"), loop: loop)
-        } else {
-            // Part of the response was already sent: all we can do is cut the client off.
-            abortExchange(.make("S", "D"), loop: loop)
-        }
+        dropServer(reusable: false, loop: loop)
+        perform(machine.serverFailed(now: loop.now), loop: loop)
     }
 
     private func handleServerInput(loop: EventLoop) -> Bool {
@@ -620,6 +563,7 @@ final class HTTPSession: EventHandler, ProxySession {
         case .tunnel:
             var progress = false
             if !serverIn.isEmpty {
+                worker.pool.borrow(&clientOut)
                 clientOut.append(serverIn.readable)
                 serverIn.consume(serverIn.readableCount)
                 progress = true
@@ -630,16 +574,15 @@ final class HTTPSession: EventHandler, ProxySession {
                 progress = true
             }
             if clientShutdown && serverShutdown && serverEOF && clientEOF {
-                log(loop: loop)
-                close(loop: loop)
+                perform(machine.tunnelFinished(), loop: loop)
             }
             return progress
         case .exchanging:
             // Head and body in one go, so that a small response leaves in one write to
             // the client instead of one for the head and one for the body.
             var progress = false
-            while phase == .exchanging && !responseComplete && (serverFD >= 0 || !serverIn.isEmpty) {
-                let step = responseHeadDone ? moveResponseBody(loop: loop) : parseResponse(loop: loop)
+            while phase == .exchanging && !machine.responseComplete && (serverFD >= 0 || !serverIn.isEmpty) {
+                let step = machine.responseHeadDone ? moveResponseBody(loop: loop) : parseResponse(loop: loop)
                 if !step { break }
                 progress = true
             }
@@ -654,12 +597,17 @@ final class HTTPSession: EventHandler, ProxySession {
             if serverEOF { serverFailed(loop: loop) }
             return false
         }
-        switch responseParser.parse(serverIn.readable) {
+        worker.responseParser.reset()
+        switch worker.responseParser.parse(serverIn.readable) {
         case .needMore:
-            if serverEOF { fail(.badGateway, termination: .make("S", "H"), loop: loop) }
+            if serverEOF {
+                dropServer(reusable: false, loop: loop)
+                perform(machine.responseHeadTruncated(now: loop.now), loop: loop)
+            }
             return false
         case .invalid:
-            fail(.badGateway, termination: .make("P", "H"), loop: loop)
+            dropServer(reusable: false, loop: loop)
+            perform(machine.responseInvalid(now: loop.now), loop: loop)
             return false
         case .complete(let head):
             return startResponse(head, loop: loop)
@@ -668,91 +616,76 @@ final class HTTPSession: EventHandler, ProxySession {
 
     private func startResponse(_ head: HTTPHead, loop: EventLoop) -> Bool {
         let bytes = serverIn.readable
+        let request = machine.request
         if head.status >= 100 && head.status < 200 && head.status != 101 {
             // Interim response (100 Continue, 103 Early Hints): pass it on, then wait for
             // the final one. HTTP/1.0 clients do not know 1xx (RFC 9110 §15.2): drop it.
             if request.version == .http11 {
                 HTTPHeadWriter.writeResponse(head, from: bytes, requestVersion: request.version,
                                              keepAliveToClient: true, into: &worker.scratch)
-                appendToClient(worker.scratch)
-                worker.scratch.removeAll(keepingCapacity: true)
+                appendScratchToClient()
             }
             serverIn.consume(head.length)
-            responseParser.reset()
-            return true
-        }
-        responseHeadAt = loop.now
-        status = head.status
-        if head.status == 101 {
-            guard request.upgrade else {
-                fail(.badGateway, termination: .make("P", "H"), loop: loop)
-                return false
-            }
-            HTTPHeadWriter.writeResponse(head, from: bytes, requestVersion: request.version,
-                                     keepAliveToClient: true, into: &worker.scratch)
-            appendToClient(worker.scratch)
-            worker.scratch.removeAll(keepingCapacity: true)
-            serverIn.consume(head.length)
-            responseHeadDone = true
-            phase = .tunnel
-            // Drop replay state: from here on it is a byte stream.
-            serverOut.consume(serverOutSent)
-            serverOutSent = 0
+            machine.interimResponse()
             return true
         }
         let framing = head.responseFraming(requestMethod: request.method)
-        keepAliveToClient = HTTPExchangePolicy.keepAliveToClient(request: request, responseFraming: framing,
-                                                                 stopping: worker.stopping)
-        serverReusable = head.keepAlive && framing != .untilClose
+        let action = machine.responseHead(status: head.status, framing: framing, serverKeepAlive: head.keepAlive,
+                                          stopping: worker.stopping, now: loop.now)
+        if case .respond = action {
+            dropServer(reusable: false, loop: loop)
+            perform(action, loop: loop)
+            return false
+        }
         HTTPHeadWriter.writeResponse(head, from: bytes, requestVersion: request.version,
-                                 keepAliveToClient: keepAliveToClient, into: &worker.scratch)
-        appendToClient(worker.scratch)
-        worker.scratch.removeAll(keepingCapacity: true)
+                                     keepAliveToClient: head.status == 101 || machine.keepAliveToClient,
+                                     into: &worker.scratch)
+        appendScratchToClient()
         serverIn.consume(head.length)
-        responseParser.reset()
-        responseHeadDone = true
-        responseBody = BodyProgress(framing)
-        responseComplete = responseBody.isDone
-        // The request cannot be replayed once a response has begun.
+        responseBody = head.status == 101 ? .done : BodyProgress(framing)
+        // The request cannot be replayed once a response has begun: drop replay state
+        // (after a 101, from here on it is a byte stream).
         serverOut.consume(serverOutSent)
         serverOutSent = 0
         return true
     }
 
     private func moveResponseBody(loop: EventLoop) -> Bool {
-        guard !responseComplete else { return false }
+        guard !machine.responseComplete else { return false }
         if serverIn.isEmpty {
             if serverEOF {
                 if case .untilClose = responseBody {
-                    responseComplete = true
-                    serverReusable = false
+                    machine.responseBodyComplete(byClose: true)
                     return true
                 }
                 // Truncated: the server closed inside a framed body.
-                abortExchange(.make("S", "D"), loop: loop)
+                perform(machine.responseTruncated(), loop: loop)
             }
             return false
         }
         switch responseBody.take(from: serverIn.readable) {
         case .invalid:
-            abortExchange(.make("P", "D"), loop: loop)
+            perform(machine.responseBodyInvalid(), loop: loop)
             return false
         case .body(let count, let done):
             appendToClient(UnsafeRawBufferPointer(rebasing: serverIn.readable.prefix(count)))
             serverIn.consume(count)
-            if done { responseComplete = true }
+            if done { machine.responseBodyComplete(byClose: false) }
             return count > 0 || done
         }
     }
 
     private func appendToClient(_ bytes: UnsafeRawBufferPointer) {
+        guard bytes.count > 0 else { return }
+        worker.pool.borrow(&clientOut)
         clientOut.append(bytes)
         bytesToClient += bytes.count
-        responseToClientStarted = true
+        machine.responseForwarded()
     }
 
-    private func appendToClient(_ bytes: [UInt8]) {
-        bytes.withUnsafeBytes { appendToClient($0) }
+    private func appendScratchToClient() {
+        worker.scratch.withUnsafeBytes { appendToClient($0) }
+        worker.scratch.removeAll(keepingCapacity: true)
     }
 
     // MARK: client output
@@ -766,13 +699,146 @@ final class HTTPSession: EventHandler, ProxySession {
                 return false
             case .processed(let n):
                 clientOut.consume(n)
-                lastClientIO = loop.now
+                machine.clientWritten(now: loop.now)
                 return true
             }
         } catch {
-            if phase == .lingering { close(loop: loop); return false }
-            abortExchange(.make("C", "D"), loop: loop)
+            perform(machine.clientFailed(), loop: loop)
             return false
+        }
+    }
+
+    // MARK: spliced bodies
+
+    /// Starts moving the rest of a large Content-Length request body with splice(2), once
+    /// everything before it (head, buffered body bytes) went to the server.
+    private func startRequestSplice(loop: EventLoop) -> Bool {
+        guard worker.splice, phase == .exchanging, splice == nil, clientIn.isEmpty, !clientEOF,
+              case .remaining(let count) = requestBody, count >= HTTPSession.spliceThreshold,
+              serverFD >= 0, !machine.connecting, serverOut.readableCount == serverOutSent,
+              let pipe = worker.pool.takePipe() else { return false }
+        let s = worker.takeBodySplice()
+        s.up = Relay()
+        s.up.source = clientFD
+        s.up.destination = serverFD
+        s.up.pipe = pipe
+        s.up.limit = count
+        s.up.sourceReadable = clientReadable
+        s.up.destinationWritable = serverWritable
+        s.upActive = true
+        splice = s
+        // What goes through the pipe is not kept: the request can no longer be replayed.
+        machine.requestBody(count: 0, complete: false, bufferedRequestBytes: .max)
+        return true
+    }
+
+    /// Starts moving the rest of a large Content-Length response body with splice(2), once
+    /// the head and the buffered body bytes went to the client.
+    private func startResponseSplice() -> Bool {
+        guard worker.splice, phase == .exchanging, machine.responseHeadDone, !machine.responseComplete,
+              serverIn.isEmpty, clientOut.isEmpty, serverFD >= 0, !serverEOF,
+              case .remaining(let count) = responseBody, count >= HTTPSession.spliceThreshold,
+              splice == nil || !splice!.downActive,
+              let pipe = worker.pool.takePipe() else { return false }
+        let s = splice ?? worker.takeBodySplice()
+        s.down = Relay()
+        s.down.source = serverFD
+        s.down.destination = clientFD
+        s.down.pipe = pipe
+        s.down.limit = count
+        s.down.sourceReadable = serverReadable
+        s.down.destinationWritable = clientWritable
+        s.downActive = true
+        splice = s
+        return true
+    }
+
+    private func pumpSplice(loop: EventLoop) -> Bool {
+        var progress = startResponseSplice()
+        guard let s = splice else { return progress }
+        if s.upActive {
+            let read = s.up.bytesRead, written = s.up.bytesWritten
+            let outcome = s.up.pump(budget: TCPSession.budget)
+            if s.up.bytesRead != read { machine.clientRead(now: loop.now) }
+            if s.up.bytesWritten != written { machine.serverWritten(now: loop.now); progress = true }
+            clientReadable = s.up.sourceReadable
+            serverWritable = s.up.destinationWritable
+            switch outcome {
+            case .sourceFailed:
+                perform(machine.clientFailed(), loop: loop)
+                return false
+            case .destinationFailed:
+                serverFailed(loop: loop)
+                return false
+            case .finished:
+                if s.up.endedEarly {
+                    clientEOF = true
+                    perform(machine.clientEOF(headPending: false, now: loop.now), loop: loop)
+                    return false
+                }
+                machine.requestBody(count: s.up.bytesRead, complete: true, bufferedRequestBytes: .max)
+                requestBody = .done
+                endSplice(up: true)
+                progress = true
+            case .budgetExhausted:
+                loop.runAgain(self)
+            case .idle:
+                break
+            }
+        }
+        guard let s = splice, s.downActive else { return progress }
+        let read = s.down.bytesRead, written = s.down.bytesWritten
+        let outcome = s.down.pump(budget: TCPSession.budget)
+        if s.down.bytesRead != read { machine.serverRead(now: loop.now) }
+        if s.down.bytesWritten != written {
+            bytesToClient += s.down.bytesWritten - written
+            machine.clientWritten(now: loop.now)
+            machine.responseForwarded()
+            progress = true
+        }
+        serverReadable = s.down.sourceReadable
+        clientWritable = s.down.destinationWritable
+        switch outcome {
+        case .sourceFailed:
+            serverFailed(loop: loop)
+            return false
+        case .destinationFailed:
+            perform(machine.clientFailed(), loop: loop)
+            return false
+        case .finished:
+            if s.down.endedEarly {
+                serverEOF = true
+                perform(machine.responseTruncated(), loop: loop)
+                return false
+            }
+            responseBody = .done
+            machine.responseBodyComplete(byClose: false)
+            endSplice(up: false)
+            progress = true
+        case .budgetExhausted:
+            loop.runAgain(self)
+        case .idle:
+            break
+        }
+        return progress
+    }
+
+    /// One direction's spliced body is over: its pipe (empty) goes back to the pool, and
+    /// the splice state too once neither direction uses it.
+    private func endSplice(up: Bool) {
+        guard let s = splice else { return }
+        if up {
+            if let pipe = s.up.pipe { worker.pool.give(pipe, empty: s.up.pending == 0) }
+            s.up.pipe = nil
+            s.upActive = false
+        } else {
+            if let pipe = s.down.pipe { worker.pool.give(pipe, empty: s.down.pending == 0) }
+            s.down.pipe = nil
+            s.downActive = false
+        }
+        if !s.upActive && !s.downActive {
+            worker.giveBodySplice(s)
+            splice = nil
         }
     }
 
@@ -787,200 +853,113 @@ final class HTTPSession: EventHandler, ProxySession {
             }
             return false
         case .exchanging:
-            guard responseComplete, clientOut.isEmpty else { return false }
-            if !request.bodyComplete {
-                // The server answered before the body was all sent (a 413, a redirect):
-                // the rest of the body is still coming and the connection cannot carry
-                // another request reliably.
-                keepAliveToClient = false
-                serverReusable = false
-            }
-            log(loop: loop)
-            dropServer(reusable: serverReusable && serverIn.isEmpty && !serverEOF, loop: loop)
-            if keepAliveToClient && !clientEOF {
-                phase = .awaitingRequest
-                exchangeStartedAt = loop.now
-                resetExchange()
-                return true   // a pipelined request may already be waiting in clientIn
-            }
-            close(loop: loop)
-            return false
+            guard machine.responseComplete, clientOut.isEmpty, splice == nil else { return false }
+            perform(machine.exchangeFlushed(clientEOF: clientEOF, now: loop.now), loop: loop)
+            // A pipelined request may already be waiting in clientIn.
+            return phase == .awaitingRequest
         default:
             return false
         }
     }
 
-    /// Forgets the exchange that just ended, so that an error or a log line for the next
-    /// request on this connection never shows the previous one's server, status or bytes.
-    private func resetExchange() {
-        firstByteAt = 0
-        headCompleteAt = 0
-        connectedAt = -1
-        responseHeadAt = -1
-        status = 0
-        bytesToClient = 0
-        responseToClientStarted = false
-        responseStarted = false
-        responseHeadDone = false
-        responseComplete = false
-        server = nil
-        serverIndex = -1
-        attempts = 0
-        termination = .normal
-        requestLine.removeAll(keepingCapacity: true)
-    }
-
-    /// Answers with a canned error (if nothing was sent to the client yet), then closes.
-    private func fail(_ error: ErrorResponse, termination: TerminationState, loop: EventLoop) {
-        self.termination = termination
+    /// Sends a canned error (the machine checked that nothing was sent to the client
+    /// yet), logs it, then lingers: the client's input is read and dropped until it
+    /// closes or the linger time is over.
+    private func respond(_ error: ErrorResponse, loop: EventLoop) {
         dropServer(reusable: false, loop: loop)
-        guard !responseToClientStarted else {
-            log(loop: loop)
-            close(loop: loop, abort: true)
-            return
+        let pool = worker.pool
+        if let s = splice {
+            if s.upActive { endSplice(up: true) }
+            if s.downActive { endSplice(up: false) }
         }
-        status = error.status
+        pool.borrow(&clientOut)
         clientOut.clear()
-        clientOut.append(error.bytes)
+        error.bytes.withUnsafeBytes { clientOut.append($0) }
         bytesToClient = error.bytes.count
         log(loop: loop)
-        phase = .lingering
-        lingerUntil = loop.now + HTTPExchangePolicy.linger
         clientIn.clear()
+        serverIn.clear()
+        serverOut.clear()
+        serverOutSent = 0
         advance(loop: loop)
     }
 
-    /// Ends the exchange without an answer (a side failed mid-stream).
-    private func abortExchange(_ termination: TerminationState, loop: EventLoop) {
-        self.termination = termination
-        if phase == .exchanging || phase == .tunnel { log(loop: loop) }
-        close(loop: loop, abort: true)
-    }
-
-    private func close(loop: EventLoop, abort: Bool = false) {
-        guard phase != .closed else { return }
-        phase = .closed
+    private func close(abort: Bool, loop: EventLoop) {
+        guard !closed else { return }
+        closed = true
         deadline = 0
         dropServer(reusable: false, loop: loop)
+        if let s = splice {
+            if let pipe = s.up.pipe { worker.pool.give(pipe, empty: s.up.pending == 0) }
+            if let pipe = s.down.pipe { worker.pool.give(pipe, empty: s.down.pending == 0) }
+            s.up.pipe = nil
+            s.down.pipe = nil
+            s.upActive = false
+            s.downActive = false
+            worker.giveBodySplice(s)
+            splice = nil
+        }
         if abort { Posix.abortOnClose(clientFD) }
         Posix.close(clientFD)
-        worker.pool.give(clientIn)
-        worker.pool.give(clientOut)
-        worker.pool.give(serverIn)
-        worker.pool.give(serverOut)
+        let pool = worker.pool
+        pool.giveBack(&clientIn)
+        pool.giveBack(&clientOut)
+        pool.giveBack(&serverIn)
+        pool.giveBack(&serverOut)
+        pool.giveBack(&requestLine)
         worker.httpSessionEnded(self, loop: loop)
         loop.deregister(self)
     }
 
-    // MARK: interest and timers
+    // MARK: interest
 
     private func updateInterest(loop: EventLoop) {
-        let clientNeeds = !clientOut.isEmpty && !clientWritable
+        var clientNeeds = !clientOut.isEmpty && !clientWritable
+        var serverNeeds = machine.connecting || (serverOut.readableCount > serverOutSent && !serverWritable)
+        if let s = splice {
+            if s.downActive && s.down.pending > 0 && !s.down.destinationWritable { clientNeeds = true }
+            if s.upActive && s.up.pending > 0 && !s.up.destinationWritable { serverNeeds = true }
+        }
         if clientNeeds != clientWatchesOutput {
             clientWatchesOutput = clientNeeds
             try? loop.rewatch(clientFD, side: 0, events: clientNeeds ? [.readable, .readHangup, .writable] : [.readable, .readHangup], for: self)
         }
         guard serverFD >= 0 else { return }
-        let serverNeeds = connecting || (serverOut.readableCount > serverOutSent && !serverWritable)
         if serverNeeds != serverWatchesOutput {
             serverWatchesOutput = serverNeeds
             try? loop.modifyOwned(serverFD, events: serverNeeds ? [.readable, .readHangup, .writable] : [.readable, .readHangup])
         }
     }
 
-    private func updateDeadline(loop: EventLoop) {
-        switch phase {
-        case .awaitingRequest:
-            if clientIn.isEmpty && requestCount > 0 {
-                deadline = exchangeStartedAt + timeouts.httpKeepAlive
-            } else {
-                // The whole head must arrive within `timeout http-request`, counted from
-                // the accept for a first request and from its first byte afterwards.
-                deadline = (requestCount == 0 ? acceptedAt : max(firstByteAt, exchangeStartedAt)) + timeouts.httpRequest
-            }
-        case .exchanging:
-            if connecting {
-                deadline = connectStartedAt + timeouts.connect
-            } else {
-                var next = lastServerIO + timeouts.server
-                if !request.bodyComplete || !clientOut.isEmpty {
-                    next = min(next, lastClientIO + timeouts.client)
-                }
-                deadline = next
-            }
-        case .tunnel:
-            deadline = min(lastClientIO + timeouts.client, lastServerIO + timeouts.server)
-        case .lingering:
-            deadline = lingerUntil
-        case .closed:
-            deadline = 0
-        }
-        loop.scheduleDeadline(for: self)
-    }
-
     // MARK: log
 
-    /// haproxy httplog: `%ci:%cp [%tr] %ft %b/%s %TR/%Tw/%Tc/%Tr/%Ta %ST %B %CC %CS %tsc
-    /// %ac/%fc/%bc/%sc/%rc %sq/%bq %{+Q}r`
     private func log(loop: EventLoop) {
         guard !worker.shared.quiet else { return }
-        let log = worker.log
-        let now = loop.now
-        let start = firstByteAt > 0 ? firstByteAt : exchangeStartedAt
-        log.append(peer)
-        log.append(UInt8(ascii: " "))
-        log.appendDate(wallMilliseconds: requestWall)
-        log.append(UInt8(ascii: " "))
-        log.append(frontend.nameBytes)
-        log.append(UInt8(ascii: " "))
-        log.append(worker.backendCounters[frontend.backendIndex].nameBytes)
-        log.append(UInt8(ascii: "/"))
-        if let server { log.append(server.nameBytes) } else { log.append("<NOSRV>" as StaticString) }
-        log.append(UInt8(ascii: " "))
-        log.append(headCompleteAt >= start && headCompleteAt > 0 ? Int((headCompleteAt - start) / 1_000_000) : -1)
-        log.append("/0/" as StaticString)
-        log.append(connectedAt >= 0 ? Int((connectedAt - connectStartedAt) / 1_000_000) : -1)
-        log.append(UInt8(ascii: "/"))
-        log.append(responseHeadAt >= 0 && connectedAt >= 0 ? Int((responseHeadAt - connectedAt) / 1_000_000) : -1)
-        log.append(UInt8(ascii: "/"))
-        log.append(Int((now - start) / 1_000_000))
-        log.append(UInt8(ascii: " "))
-        log.append(status == 0 ? -1 : status)
-        log.append(UInt8(ascii: " "))
-        log.append(bytesToClient)
-        log.append(" - - " as StaticString)
-        log.append(termination.cause)
-        log.append(termination.phase)
-        log.append("-- " as StaticString)
-        log.append(worker.shared.active.load(ordering: .relaxed))
-        log.append(UInt8(ascii: "/"))
-        log.append(frontend.current.load(ordering: .relaxed))
-        log.append(UInt8(ascii: "/"))
-        log.append(worker.backendCounters[frontend.backendIndex].current.load(ordering: .relaxed))
-        log.append(UInt8(ascii: "/"))
-        log.append(server?.health.current.load(ordering: .relaxed) ?? 0)
-        log.append(UInt8(ascii: "/"))
-        log.append(max(0, attempts - 1))
-        log.append(" 0/0 \"" as StaticString)
-        log.append(requestLine)
-        log.append(UInt8(ascii: "\""))
-        log.endLine()
+        let m = machine
+        let start = m.firstByteAt > 0 ? m.firstByteAt : m.exchangeStartedAt
+        let timings = AccessLog.HTTPTimings(
+            request: m.headCompleteAt >= start && m.headCompleteAt > 0 ? Int((m.headCompleteAt - start) / 1_000_000) : -1,
+            connect: m.connectedAt >= 0 ? Int((m.connectedAt - m.connectStartedAt) / 1_000_000) : -1,
+            response: m.responseHeadAt >= 0 && m.connectedAt >= 0 ? Int((m.responseHeadAt - m.connectedAt) / 1_000_000) : -1,
+            total: Int((loop.now - start) / 1_000_000))
+        let context = AccessLogContext(peer: peer, wallMilliseconds: requestWall,
+                                       frontend: frontend, backend: worker.backendCounters[frontend.backendIndex],
+                                       server: m.server >= 0 ? server : nil, termination: m.termination,
+                                       retries: max(0, m.attempts - 1))
+        AccessLog.http(context, timings: timings, status: m.status, bytes: bytesToClient,
+                       active: worker.shared.active.load(ordering: .relaxed), requestLine: requestLine.readable,
+                       into: worker.log)
     }
 }
 
-/// Timeouts of an HTTP session, in ns.
-struct HTTPTimeouts {
-    var connect: Int64
-    var client: Int64
-    var server: Int64
-    var httpRequest: Int64
-    var httpKeepAlive: Int64
-
-    init(frontend: Frontend, backend: BackendSettings) {
-        connect = backend.connectTimeout
-        server = backend.serverTimeout
-        client = frontend.timeouts.client.nanoseconds
-        httpRequest = frontend.timeouts.httpRequest.nanoseconds
-        httpKeepAlive = frontend.timeouts.httpKeepAlive.nanoseconds
-    }
+/// The pipes of a session's spliced bodies, one relay per direction. Kept apart from
+/// HTTPSession (and pooled per loop) so that the many connections that never splice
+/// do not carry two relays each.
+final class BodySplice {
+    /// Client to server (request body).
+    var up = Relay()
+    var upActive = false
+    /// Server to client (response body).
+    var down = Relay()
+    var downActive = false
 }

@@ -20,6 +20,17 @@ final class ProxyWorker: @unchecked Sendable {
     let httpLimits: HTTPHeadParser.Limits
     /// Scratch space for rewriting heads; reused by every session of the loop.
     var scratch: [UInt8] = []
+    /// The client's address as text, for X-Forwarded-For; refilled per request.
+    var peerText: [UInt8] = []
+    /// Where input that is read only to be dropped goes (a lingering connection).
+    let readScratch = UnsafeMutableRawBufferPointer.allocate(byteCount: 16 * 1024, alignment: 16)
+    /// The loop's head parsers. A session parses a head in one call from its start, so
+    /// one parser per loop serves every connection, and the field arrays it fills are
+    /// reused from head to head instead of being kept by each connection.
+    var requestParser: HTTPHeadParser
+    var responseParser: HTTPHeadParser
+    /// Splice state for HTTP bodies, reused across sessions.
+    private var bodySplices: [BodySplice] = []
     /// The process is shutting down: HTTP responses say `Connection: close`.
     var stopping = false
 
@@ -28,14 +39,32 @@ final class ProxyWorker: @unchecked Sendable {
         self.loop = loop
         self.splice = splice
         self.httpLimits = httpLimits
+        self.requestParser = HTTPHeadParser(kind: .request, limits: httpLimits)
+        self.responseParser = HTTPHeadParser(kind: .response)
+        peerText.reserveCapacity(64)
         self.idlePool = IdlePool(loop: loop)
         scratch.reserveCapacity(4096)
         self.shared = shared
         self.frontends = frontends
         self.backendCounters = backendCounters
         self.tables = tables
-        loop.endOfIteration = { [unowned self] in self.log.flush() }
+        loop.endOfIteration = { [unowned self] in
+            self.log.flush()
+            self.pool.trimIfShrunk()
+        }
         idlePool.attach()
+    }
+
+    deinit {
+        readScratch.deallocate()
+    }
+
+    func takeBodySplice() -> BodySplice {
+        bodySplices.popLast() ?? BodySplice()
+    }
+
+    func giveBodySplice(_ splice: BodySplice) {
+        if bodySplices.count < 256 { bodySplices.append(splice) }
     }
 
     /// Registers the listening sockets created for this loop.
@@ -116,42 +145,12 @@ final class ProxyWorker: @unchecked Sendable {
         }
     }
 
-    /// haproxy tcplog: `%ci:%cp [%t] %ft %b/%s %Tw/%Tc/%Tt %B %ts %ac/%fc/%bc/%sc/%rc %sq/%bq`
     private func logConnection(_ s: TCPSession, termination: TerminationState, loop: EventLoop) {
-        let log = self.log
-        log.append(s.peer)
-        log.append(UInt8(ascii: " "))
-        log.appendDate(wallMilliseconds: s.acceptedWall)
-        log.append(UInt8(ascii: " "))
-        log.append(s.frontend.nameBytes)
-        log.append(UInt8(ascii: " "))
-        log.append(backendCounters[s.frontend.backendIndex].nameBytes)
-        log.append(UInt8(ascii: "/"))
-        if let server = s.server { log.append(server.nameBytes) } else { log.append("<NOSRV>" as StaticString) }
-        log.append(" 0/" as StaticString)
-        if s.connectedAt >= 0 {
-            log.append(Int((s.connectedAt - s.connectStartedAt) / 1_000_000))
-        } else {
-            log.append(-1)
-        }
-        log.append(UInt8(ascii: "/"))
-        log.append(Int((loop.now - s.acceptedAt) / 1_000_000))
-        log.append(UInt8(ascii: " "))
-        log.append(s.down.bytesWritten)
-        log.append(UInt8(ascii: " "))
-        log.append(termination.cause)
-        log.append(termination.phase)
-        log.append(UInt8(ascii: " "))
-        log.append(shared.active.load(ordering: .relaxed))
-        log.append(UInt8(ascii: "/"))
-        log.append(s.frontend.current.load(ordering: .relaxed))
-        log.append(UInt8(ascii: "/"))
-        log.append(backendCounters[s.frontend.backendIndex].current.load(ordering: .relaxed))
-        log.append(UInt8(ascii: "/"))
-        log.append(s.server?.health.current.load(ordering: .relaxed) ?? 0)
-        log.append(UInt8(ascii: "/"))
-        log.append(s.retries)
-        log.append(" 0/0" as StaticString)
-        log.endLine()
+        let context = AccessLogContext(peer: s.peer, wallMilliseconds: s.acceptedWall, frontend: s.frontend,
+                                       backend: backendCounters[s.frontend.backendIndex], server: s.server,
+                                       termination: termination, retries: s.retries)
+        AccessLog.tcp(context, connectMilliseconds: s.connectedAt >= 0 ? Int((s.connectedAt - s.connectStartedAt) / 1_000_000) : -1,
+                      totalMilliseconds: Int((loop.now - s.acceptedAt) / 1_000_000), bytes: s.down.bytesWritten,
+                      active: shared.active.load(ordering: .relaxed), into: log)
     }
 }

@@ -35,6 +35,11 @@ struct Relay {
     var finished = false
     var bytesRead = 0
     var bytesWritten = 0
+    /// Bytes the source may deliver before this relay's part of the stream ends: a
+    /// Content-Length body in HTTP mode. The rest belongs to the next message.
+    var limit = Int.max
+    /// The source hit a real EOF before `limit` bytes.
+    var endedEarly = false
 
     mutating func pump(budget: Int) -> Outcome {
         var moved = 0
@@ -62,12 +67,17 @@ struct Relay {
                 finished = true
                 return .finished
             }
+            if bytesRead >= limit {
+                sourceEOF = true
+                continue
+            }
             if moved >= budget { return sourceReadable ? .budgetExhausted : .idle }
             guard sourceReadable else { return .idle }
             do {
                 switch try readIntoPending() {
                 case .processed(0):
                     sourceEOF = true
+                    if limit != .max { endedEarly = true }
                 case .processed(let n):
                     pending = n
                     bytesRead += n
@@ -82,11 +92,13 @@ struct Relay {
     }
 
     private mutating func readIntoPending() throws(SystemError) -> IOResult<Int> {
+        let allowed = limit - bytesRead
         if let pipe {
-            return try Posix.splice(from: source, to: pipe.write, count: pipe.capacity)
+            return try Posix.splice(from: source, to: pipe.write, count: min(pipe.capacity, allowed))
         }
         bufferOffset = 0
-        return try Posix.read(source, buffer!)
+        let buffer = buffer!
+        return try Posix.read(source, allowed < buffer.count ? UnsafeMutableRawBufferPointer(rebasing: buffer[..<allowed]) : buffer)
     }
 
     private mutating func writePending() throws(SystemError) -> IOResult<Int> {
@@ -140,23 +152,47 @@ final class TransferPool {
     }
 
     private var byteBuffers: [ByteBuffer] = []
+    /// Buffers kept for reuse. Enough for the exchanges a loop has in flight at once under
+    /// ordinary load; past it a burst's buffers go back to malloc, and `trimIfShrunk`
+    /// hands the freed pages back to the kernel, so RSS returns after the burst.
+    static let byteBufferHighWater = 128
+    private var freedSinceTrim = 0
 
-    /// A buffer for HTTP mode (reused across sessions; 16 KiB to start).
-    func takeByteBuffer() -> ByteBuffer {
-        if var buffer = byteBuffers.popLast() {
-            buffer.clear()
-            return buffer
+    /// Borrows a buffer for HTTP mode (16 KiB to start) into `buffer`, which must be
+    /// `.unallocated`.
+    @inline(__always)
+    func borrow(_ buffer: inout ByteBuffer) {
+        guard !buffer.isAllocated else { return }
+        if let pooled = byteBuffers.popLast() {
+            buffer = pooled
+        } else {
+            buffer = ByteBuffer(capacity: TransferPool.bufferSize)
         }
-        return ByteBuffer(capacity: TransferPool.bufferSize)
     }
 
-    func give(_ buffer: ByteBuffer) {
-        // A buffer that grew for one large head is not kept: it would pin that memory.
-        if byteBuffers.count < 1024 && buffer.capacity <= 4 * TransferPool.bufferSize {
-            byteBuffers.append(buffer)
+    /// Gives `buffer` back to the pool and leaves it `.unallocated`.
+    @inline(__always)
+    func giveBack(_ buffer: inout ByteBuffer) {
+        guard buffer.isAllocated else { return }
+        var returned = ByteBuffer.unallocated
+        swap(&returned, &buffer)
+        returned.clear()
+        // A buffer that grew for one large message is not kept: it would pin that memory.
+        if byteBuffers.count < TransferPool.byteBufferHighWater && returned.capacity <= 4 * TransferPool.bufferSize {
+            byteBuffers.append(returned)
         } else {
-            buffer.deallocate()
+            freedSinceTrim += returned.capacity
+            returned.deallocate()
         }
+    }
+
+    /// After a burst freed a lot of buffers, glibc keeps their pages in its arenas; ask
+    /// it to return them (malloc_trim also releases free pages inside the heap, not only
+    /// at its top). Called from the loop's end of iteration; cheap when nothing was freed.
+    func trimIfShrunk() {
+        guard freedSinceTrim >= 4 << 20 else { return }
+        freedSinceTrim = 0
+        Posix.releaseFreeMemory()
     }
 
     func give(_ buffer: UnsafeMutableRawBufferPointer) {

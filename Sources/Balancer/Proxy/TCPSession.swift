@@ -17,6 +17,8 @@ final class TCPSession: EventHandler, ProxySession {
     /// table still has its object while this connection finishes.
     var table: BackendTable
     var server: Server?
+    /// The server's and backend's `current`/`total` while connected.
+    var serverUse = ServerUse()
     var serverFD: CInt = -1
     var serverSide = 1
     var machine: TCPSessionStateMachine
@@ -139,10 +141,7 @@ final class TCPSession: EventHandler, ProxySession {
     private func connectSucceeded(loop: EventLoop) {
         guard let server else { return }
         server.health.recordConnectSuccess()
-        server.health.current.add(1, ordering: .relaxed)
-        server.health.total.add(1, ordering: .relaxed)
-        worker.backendCounters[frontend.backendIndex].current.add(1, ordering: .relaxed)
-        worker.backendCounters[frontend.backendIndex].total.add(1, ordering: .relaxed)
+        serverUse.begin(server, backend: worker.backendCounters[frontend.backendIndex])
         connectedAt = loop.now
         serverTimeout = table.settings.serverTimeout
         perform(machine.connected(), loop: loop)
@@ -288,10 +287,7 @@ final class TCPSession: EventHandler, ProxySession {
         up.pipe = nil; down.pipe = nil; up.buffer = nil; down.buffer = nil
         // Log first: haproxy's counters in the line include the connection being logged.
         worker.sessionEnded(self, termination: termination, loop: loop)
-        if connectedAt >= 0, let server {
-            server.health.current.wrappingSubtract(1, ordering: .relaxed)
-            worker.backendCounters[frontend.backendIndex].current.wrappingSubtract(1, ordering: .relaxed)
-        }
+        serverUse.end()
         loop.deregister(self)
     }
 }

@@ -48,16 +48,16 @@ public struct TCPSessionStateMachine: Sendable {
     }
 
     public private(set) var state: State
-    public let retries: Int
-    public let redispatch: Bool
+    public let retry: RetryPolicy
+    public var retries: Int { retry.retries }
+    public var redispatch: Bool { retry.redispatch }
     /// Set once a direction's source reached EOF and its FIN was passed on.
     public private(set) var clientFinished = false
     public private(set) var serverFinished = false
 
     /// A new session starts by asking for a server.
     public init(retries: Int, redispatch: Bool) {
-        self.retries = max(0, retries)
-        self.redispatch = redispatch
+        self.retry = RetryPolicy(retries: retries, redispatch: redispatch)
         self.state = .connecting(server: -1, attempt: 0)
     }
 
@@ -87,10 +87,11 @@ public struct TCPSessionStateMachine: Sendable {
     /// `retries` extra attempts were spent.
     public mutating func connectFailed(timedOut: Bool) -> Action {
         guard case .connecting(let server, let attempt) = state else { return .none }
-        if attempt <= retries {
-            return redispatch ? .connect(avoiding: server) : .reconnectSame(server: server)
+        switch retry.afterFailure(attempt: attempt, server: server) {
+        case .anotherServer(let avoiding): return .connect(avoiding: avoiding)
+        case .sameServer(let index): return .reconnectSame(server: index)
+        case .giveUp: return close(timedOut ? .make("s", "C") : .make("S", "C"), abort: false)
         }
-        return close(timedOut ? .make("s", "C") : .make("S", "C"), abort: false)
     }
 
     public mutating func connected() -> Action {

@@ -34,6 +34,14 @@ func syscallValue<T: FixedWidthInteger>(where call: StaticString, _ body: () -> 
 }
 
 public enum Posix {
+    // MARK: memory
+
+    /// Returns free heap pages to the kernel (glibc's malloc_trim). For after a burst,
+    /// never per request.
+    public static func releaseFreeMemory() {
+        _ = malloc_trim(0)
+    }
+
     // MARK: descriptors
 
     /// Closes `fd`. EINTR on close must not be retried on Linux (the fd is gone), so this

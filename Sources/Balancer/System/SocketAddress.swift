@@ -141,3 +141,21 @@ public struct ResolutionError: Error, Sendable, CustomStringConvertible {
     public var reason: String
     public var description: String { "cannot resolve '\(host)': \(reason)" }
 }
+
+extension SocketAddress {
+    /// Calls `body` with the numeric host (`1.2.3.4`, `::1`) as bytes, formatted on the
+    /// stack: for log lines and X-Forwarded-For, which must not allocate per request.
+    public func withNumericHost<R>(_ body: (UnsafeRawBufferPointer) -> R) -> R {
+        var text = (Int64(0), Int64(0), Int64(0), Int64(0), Int64(0), Int64(0), Int64(0), Int64(0))  // 64 bytes
+        return withUnsafeMutableBytes(of: &text) { raw in
+            let out = raw.baseAddress!.assumingMemoryBound(to: CChar.self)
+            switch self {
+            case .v4(var a): _ = inet_ntop(AF_INET, &a.sin_addr, out, 64)
+            case .v6(var a): _ = inet_ntop(AF_INET6, &a.sin6_addr, out, 64)
+            }
+            var length = 0
+            while length < 64 && raw[length] != 0 { length += 1 }
+            return body(UnsafeRawBufferPointer(rebasing: raw[0..<length]))
+        }
+    }
+}

@@ -15,6 +15,7 @@
 #define C_BALANCER_SHIMS_H
 
 #include <errno.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stddef.h>
