@@ -47,6 +47,10 @@ public final class EventLoop: @unchecked Sendable {
     private var runQueue: [Registration] = []
     private var runQueueSpare: [Registration] = []
     private let tasks = Mutex<[@Sendable () -> Void]>([])
+    /// Set by `execute`, so that an iteration with no task takes no lock.
+    private let tasksPending = Atomic<Bool>(false)
+    /// The array tasks are swapped into to run, keeping both arrays' capacity.
+    private var runningTasks: [@Sendable () -> Void] = []
     private var stopping = false
     /// Descriptors watched through an owner table (haproxy's fdtab), indexed by fd: their
     /// epoll data word names the fd, and the handler it goes to can change with a memory
@@ -94,6 +98,7 @@ public final class EventLoop: @unchecked Sendable {
     /// Runs `task` on the loop thread soon. Safe from any thread.
     public func execute(_ task: @escaping @Sendable () -> Void) {
         tasks.withLock { $0.append(task) }
+        tasksPending.store(true, ordering: .releasing)
         EventFD.signal(wakeFD)
     }
 
@@ -260,7 +265,7 @@ public final class EventLoop: @unchecked Sendable {
 
     private func nextTimeoutMilliseconds() -> CInt {
         if !runQueue.isEmpty { return 0 }
-        if tasks.withLock({ !$0.isEmpty }) { return 0 }
+        if tasksPending.load(ordering: .acquiring) { return 0 }
         guard let earliest = timers.earliest else { return -1 }
         let nowNs = Posix.monotonicNanoseconds()
         if earliest <= nowNs { return 0 }
@@ -296,12 +301,10 @@ public final class EventLoop: @unchecked Sendable {
     }
 
     private func runTasks() {
-        let pending = tasks.withLock { queue -> [@Sendable () -> Void] in
-            if queue.isEmpty { return [] }
-            let taken = queue
-            queue.removeAll(keepingCapacity: true)
-            return taken
-        }
-        for task in pending { task() }
+        guard tasksPending.load(ordering: .acquiring) else { return }
+        tasksPending.store(false, ordering: .releasing)
+        tasks.withLock { queue in swap(&queue, &runningTasks) }
+        for task in runningTasks { task() }
+        runningTasks.removeAll(keepingCapacity: true)
     }
 }

@@ -434,7 +434,7 @@ final class HTTPSession: EventHandler, ProxySession {
         serverShutdown = false
         serverIn.clear()
         serverOutSent = 0
-        if let fd = worker.idlePool.take(for: server) {
+        if let fd = worker.idlePool.take(backend: frontend.backendIndex, table: table, server: index) {
             serverFD = fd
             loop.setOwner(fd, to: self, side: 1)
             serverWatchesOutput = false
@@ -474,8 +474,9 @@ final class HTTPSession: EventHandler, ProxySession {
     private func dropServer(reusable: Bool, loop: EventLoop) {
         guard serverFD >= 0 else { return }
         serverUse.end()
-        if reusable, let server {
-            worker.idlePool.give(serverFD, server: server, watchingOutput: serverWatchesOutput)
+        if reusable, machine.server >= 0 {
+            worker.idlePool.give(serverFD, backend: frontend.backendIndex, table: table, server: machine.server,
+                                 watchingOutput: serverWatchesOutput)
         } else {
             loop.releaseOwned(serverFD)
             Posix.close(serverFD)

@@ -1,16 +1,21 @@
 // Per-loop pool of idle keep-alive connections to servers (haproxy's idle server
 // connections, pingora's connection pool). Loop thread only: no lock.
 //
+// Lists are indexed by backend and by server index in the loop's current table of that
+// backend, so taking or parking a connection is two array indexings: no hashing and no
+// allocation per request (a dictionary keyed by server allocated on every take). When
+// the worker installs a new table, `tableChanged` moves the lists of the servers that
+// are still there to their new indices and closes the rest. A session holding an older
+// table (a request in flight across the swap) does not pool its connection.
+//
 // Idle connections stay in the loop's epoll set, watched through the owner table: a
 // session that takes one (or gives one back) changes its owner with a memory write, not
-// an epoll_ctl, because in HTTP mode that happens on every request. While idle, any event
-// on a connection means the server closed it or sent something it should not have, so it
-// is dropped at once; a sweep closes the ones idle longer than `idleTimeout`.
+// an epoll_ctl. While idle, any event on a connection means the server closed it or sent
+// something it should not have, so it is dropped at once; a sweep closes the ones idle
+// longer than `idleTimeout`.
 //
 // A connection the server closes in the instant before we reuse it (the keep-alive race)
 // is the session's problem: it retries idempotent requests.
-import Synchronization
-
 final class IdlePool: EventHandler {
     var registration = EventLoop.Registration.none
     var deadline: Int64 = 0
@@ -21,20 +26,26 @@ final class IdlePool: EventHandler {
         var since: Int64
     }
 
-    /// Idle connections per server, most recently parked last (reused first: it is the
-    /// least likely to have been closed by the server's own keep-alive timeout).
-    private var idle: [ObjectIdentifier: [Entry]] = [:]
-    /// Where each idle fd is, for the (rare) event path.
-    private var location: [CInt: ObjectIdentifier] = [:]
-    /// Strong references to the servers with idle connections: keeps each
-    /// ObjectIdentifier key unique for as long as it is used.
-    private var servers: [ObjectIdentifier: Server] = [:]
+    /// Where an idle fd is listed, for the (rare) event path; indexed by fd.
+    private struct Location {
+        var backend: Int32 = -1
+        var server: Int32 = -1
+    }
+
+    /// [backend][server]: idle connections, most recently parked last (reused first: it
+    /// is the least likely to have been closed by the server's own keep-alive timeout).
+    private var lists: [[[Entry]]]
+    /// The table each backend's indices refer to.
+    private var tables: [BackendTable]
+    private var locations: [Location] = []
     let maxPerServer: Int
     let idleTimeout: Int64
     private unowned let loop: EventLoop
 
-    init(loop: EventLoop, maxPerServer: Int = 64, idleTimeout: Int64 = 5_000_000_000) {
+    init(loop: EventLoop, tables: [BackendTable], maxPerServer: Int = 64, idleTimeout: Int64 = 5_000_000_000) {
         self.loop = loop
+        self.tables = tables
+        self.lists = tables.map { table in table.servers.map { _ in [] } }
         self.maxPerServer = maxPerServer
         self.idleTimeout = idleTimeout
     }
@@ -44,68 +55,93 @@ final class IdlePool: EventHandler {
         loop.register(self)
     }
 
-    private func key(_ server: Server) -> ObjectIdentifier { ObjectIdentifier(server.health) }
-
-    /// Takes an idle connection to `server`, or nil. The caller becomes its owner
-    /// (`EventLoop.setOwner`).
-    func take(for server: Server) -> CInt? {
-        let key = key(server)
-        // Mutating through the subscript in place: no copy of the array per take.
-        guard let entry = idle[key]?.popLast() else { return nil }
-        location.removeValue(forKey: entry.fd)
+    /// Takes an idle connection to server `index` of `table` (backend `backend`), or nil.
+    /// The caller becomes its owner (`EventLoop.setOwner`).
+    @inline(__always)
+    func take(backend: Int, table: BackendTable, server index: Int) -> CInt? {
+        guard tables[backend] === table, let entry = lists[backend][index].popLast() else { return nil }
+        locations[Int(entry.fd)] = Location()
         return entry.fd
     }
 
-    /// Parks `fd` (an owned fd, see EventLoop.watchOwned) as idle for `server`, or closes
-    /// it when the pool for that server is full.
-    func give(_ fd: CInt, server: Server, watchingOutput: Bool) {
-        let key = key(server)
-        if (idle[key]?.count ?? 0) >= maxPerServer {
+    /// Parks `fd` (an owned fd, see EventLoop.watchOwned) as idle for server `index` of
+    /// `table`, or closes it when that table is no longer current or the server's list
+    /// is full.
+    func give(_ fd: CInt, backend: Int, table: BackendTable, server index: Int, watchingOutput: Bool) {
+        guard tables[backend] === table, lists[backend][index].count < maxPerServer else {
             close(fd)
             return
         }
         loop.setOwner(fd, to: self, side: Int(fd))
         if watchingOutput { try? loop.modifyOwned(fd, events: [.readable, .readHangup]) }
-        idle[key, default: []].append(Entry(fd: fd, since: loop.now))
-        location[fd] = key
-        if servers[key] == nil { servers[key] = server }
+        lists[backend][index].append(Entry(fd: fd, since: loop.now))
+        let slot = Int(fd)
+        if slot >= locations.count {
+            locations.append(contentsOf: repeatElement(Location(), count: max(slot + 1 - locations.count, 256)))
+        }
+        locations[slot] = Location(backend: Int32(backend), server: Int32(index))
         if deadline == 0 {
             deadline = loop.now + idleTimeout
             loop.scheduleDeadline(for: self)
         }
     }
 
+    /// The worker installed a new table for `backend`: connections to servers that are
+    /// still in it keep waiting (at their new index), the others are closed.
+    func tableChanged(backend: Int, to table: BackendTable) {
+        let old = tables[backend]
+        guard old !== table else { return }
+        var newIndex: [ObjectIdentifier: Int] = [:]
+        for (i, server) in table.servers.enumerated() { newIndex[ObjectIdentifier(server.health)] = i }
+        var moved: [[Entry]] = table.servers.map { _ in [] }
+        for (i, list) in lists[backend].enumerated() {
+            if let j = newIndex[ObjectIdentifier(old.servers[i].health)] {
+                moved[j] = list
+                for entry in list { locations[Int(entry.fd)] = Location(backend: Int32(backend), server: Int32(j)) }
+            } else {
+                for entry in list {
+                    locations[Int(entry.fd)] = Location()
+                    close(entry.fd)
+                }
+            }
+        }
+        lists[backend] = moved
+        tables[backend] = table
+    }
+
     func ready(_ events: Epoll.Events, side: Int, loop: EventLoop) {
         let fd = CInt(side)
-        guard let key = location[fd] else { return }
+        guard Int(fd) < locations.count else { return }
+        let location = locations[Int(fd)]
+        guard location.backend >= 0 else { return }
         // The event may be stale (queued before a session handed the connection back):
         // only drop the connection if it really has something to say.
         if case .wouldBlock = Posix.peek(fd) { return }
-        if let i = idle[key]?.firstIndex(where: { $0.fd == fd }) {
-            idle[key]?.remove(at: i)
+        let b = Int(location.backend), s = Int(location.server)
+        if let i = lists[b][s].firstIndex(where: { $0.fd == fd }) {
+            lists[b][s].remove(at: i)
         }
-        location.removeValue(forKey: fd)
+        locations[Int(fd)] = Location()
         close(fd)
-        forgetIfEmpty(key)
     }
 
     /// The sweep: closes connections idle longer than `idleTimeout`.
     func deadlineReached(loop: EventLoop) {
         let limit = loop.now - idleTimeout
         var oldest = Int64.max
-        for key in Array(idle.keys) {
-            guard var list = idle[key] else { continue }
-            // The list is in parking order, so the expired ones are at the front.
-            var expired = 0
-            while expired < list.count && list[expired].since <= limit {
-                location.removeValue(forKey: list[expired].fd)
-                close(list[expired].fd)
-                expired += 1
+        for b in lists.indices {
+            for s in lists[b].indices {
+                // Each list is in parking order, so the expired ones are at the front.
+                var expired = 0
+                while expired < lists[b][s].count && lists[b][s][expired].since <= limit {
+                    let fd = lists[b][s][expired].fd
+                    locations[Int(fd)] = Location()
+                    close(fd)
+                    expired += 1
+                }
+                if expired > 0 { lists[b][s].removeFirst(expired) }
+                if let first = lists[b][s].first { oldest = min(oldest, first.since) }
             }
-            if expired > 0 { list.removeFirst(expired) }
-            idle[key] = list
-            if let first = list.first { oldest = min(oldest, first.since) }
-            forgetIfEmpty(key)
         }
         if oldest == .max {
             deadline = 0
@@ -117,13 +153,6 @@ final class IdlePool: EventHandler {
 
     func resume(loop: EventLoop) {}
 
-    private func forgetIfEmpty(_ key: ObjectIdentifier) {
-        if idle[key]?.isEmpty ?? true {
-            idle.removeValue(forKey: key)
-            servers.removeValue(forKey: key)
-        }
-    }
-
     private func close(_ fd: CInt) {
         loop.releaseOwned(fd)
         Posix.close(fd)
@@ -131,11 +160,14 @@ final class IdlePool: EventHandler {
 
     /// Closes everything (shutdown).
     func closeAll() {
-        for (_, list) in idle {
-            for entry in list { close(entry.fd) }
+        for b in lists.indices {
+            for s in lists[b].indices {
+                for entry in lists[b][s] {
+                    locations[Int(entry.fd)] = Location()
+                    close(entry.fd)
+                }
+                lists[b][s].removeAll()
+            }
         }
-        idle.removeAll()
-        location.removeAll()
-        servers.removeAll()
     }
 }

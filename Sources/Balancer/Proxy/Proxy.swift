@@ -195,7 +195,7 @@ public final class Proxy: @unchecked Sendable {
                 // Two publishers (a discovery source and a reload) may race to the task
                 // queue; generations are global and increasing, so the newest table wins
                 // whatever order the tasks arrive in.
-                if table.generation > worker.tables[index].generation { worker.tables[index] = table }
+                worker.install(table, backend: index)
                 applied.add(1, ordering: .releasing)
             }
         }

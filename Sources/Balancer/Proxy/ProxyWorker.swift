@@ -42,7 +42,7 @@ final class ProxyWorker: @unchecked Sendable {
         self.requestParser = HTTPHeadParser(kind: .request, limits: httpLimits)
         self.responseParser = HTTPHeadParser(kind: .response)
         peerText.reserveCapacity(64)
-        self.idlePool = IdlePool(loop: loop)
+        self.idlePool = IdlePool(loop: loop, tables: tables)
         scratch.reserveCapacity(4096)
         self.shared = shared
         self.frontends = frontends
@@ -57,6 +57,14 @@ final class ProxyWorker: @unchecked Sendable {
 
     deinit {
         readScratch.deallocate()
+    }
+
+    /// Makes `table` this loop's current table of backend `index` (from a task posted by
+    /// the publishing thread). Idle server connections follow their servers.
+    func install(_ table: BackendTable, backend index: Int) {
+        guard table.generation > tables[index].generation else { return }
+        tables[index] = table
+        idlePool.tableChanged(backend: index, to: table)
     }
 
     func takeBodySplice() -> BodySplice {
