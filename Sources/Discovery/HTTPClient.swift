@@ -6,6 +6,10 @@
 //
 // One request at a time on one TCP connection, kept alive between requests. Not for
 // concurrent use: only `StopSignal.trigger()` may be called from another thread.
+//
+// Responses are read by HTTPMessageReader, so with the proxy's own parser and chunked
+// decoder: strict, and bounded. What is left here is the socket, the waits and the
+// retry of a stale kept-alive connection.
 public import Balancer
 import Synchronization
 
@@ -95,8 +99,7 @@ public struct HTTPResponseHead: Sendable {
     public var status: Int
     public var reason: String
     public var headers: [(name: String, value: String)]
-    /// 0 for HTTP/1.0, 1 for HTTP/1.1.
-    public var minorVersion: Int
+    public var version: HTTPVersion
 
     /// The first value of header `name` (case-insensitive).
     public func header(_ name: String) -> String? {
@@ -224,11 +227,8 @@ public final class HTTPClient {
 
     private var fd: CInt = -1
     private var connectedTo = ""
-    // Receive buffer: bytes start..<end are read and not yet consumed. Allocated once and
-    // grown only for an unusually long head line.
-    private var storage: UnsafeMutableRawBufferPointer
-    private var start = 0
-    private var end = 0
+    /// The receive buffer and the parsing; one per client, reset per connection.
+    private let reader = HTTPMessageReader(kind: .response, limits: .init(maxHeadBytes: maximumHeadSize, maxFields: 500))
     /// Response bytes received for the current request: tells a stale kept-alive
     /// connection (closed before any byte) from a server that died mid-answer.
     private var responseBytes = 0
@@ -237,20 +237,17 @@ public final class HTTPClient {
         self.url = url
         self.connectTimeout = connectTimeout
         self.stopSignal = stopSignal
-        storage = .allocate(byteCount: 16 << 10, alignment: 1)
     }
 
     deinit {
         close()
-        storage.deallocate()
     }
 
     /// Closes the connection; the next request opens a new one.
     public func close() {
         if fd >= 0 { Posix.close(fd) }
         fd = -1
-        start = 0
-        end = 0
+        reader.reset()
     }
 
     public func get(_ target: String, headers: [(name: String, value: String)] = [], timeout: Duration) throws(HTTPClientError) -> HTTPResponse {
@@ -337,7 +334,7 @@ public final class HTTPClient {
     private func exchange(
         _ request: HTTPRequest, timing: Timing,
         onHead: (HTTPResponseHead) -> Void = { _ in },
-        sink: (ArraySlice<UInt8>) throws(HTTPClientError) -> Bool
+        sink: (UnsafeRawBufferPointer) throws(HTTPClientError) -> Bool
     ) throws(HTTPClientError) -> HTTPResponseHead {
         var attempt = 0
         while true {
@@ -358,7 +355,7 @@ public final class HTTPClient {
     private func exchangeOnce(
         _ request: HTTPRequest, timing: Timing,
         onHead: (HTTPResponseHead) -> Void,
-        sink: (ArraySlice<UInt8>) throws(HTTPClientError) -> Bool
+        sink: (UnsafeRawBufferPointer) throws(HTTPClientError) -> Bool
     ) throws(HTTPClientError) -> HTTPResponseHead {
         let started = Posix.monotonicNanoseconds()
         let deadline: () -> Int64 = {
@@ -373,14 +370,46 @@ public final class HTTPClient {
         responseBytes = 0
         try writeAll(serialize(request), deadline: deadline, limit: limit)
 
-        var head = try readHead(deadline: deadline, limit: limit)
-        while (100..<200).contains(head.status) && head.status != 101 {
-            head = try readHead(deadline: deadline, limit: limit)   // interim responses (100 Continue)
+        let fill = { (space: UnsafeMutableRawBufferPointer) throws(HTTPClientError) -> Int in
+            try self.read(into: space, deadline: deadline, limit: limit)
         }
-        onHead(head)
-        let (complete, reusable) = try readBody(of: head, method: request.method, deadline: deadline, limit: limit, sink: sink)
-        if !complete || !reusable { close() }
-        return head
+        var head = try readHead(fill)
+        while head.isInformational { head = try readHead(fill) }   // 100 Continue and the like
+        let response = HTTPResponseHead(
+            status: head.status, reason: reader.text(head.reason),
+            headers: head.fields.map { (reader.text($0.name), reader.text($0.value)) }, version: head.version)
+        onHead(response)
+
+        let framing = head.responseFraming(requestMethod: HTTPMethod(request.method))
+        switch try reader.readBody(framing, fill: fill, sink: sink) {
+        case .complete:
+            // After a 101 the connection speaks another protocol; after a body that ended
+            // with the connection there is none.
+            if !head.keepAlive || head.upgrade || framing == .untilClose { close() }
+        case .stopped:
+            close()
+        case .truncated:
+            throw .closed(responseBytes: responseBytes)
+        case .invalid(let failure):
+            throw .malformed("chunked body: \(failure)")
+        }
+        return response
+    }
+
+    private func readHead(_ fill: (UnsafeMutableRawBufferPointer) throws(HTTPClientError) -> Int) throws(HTTPClientError) -> HTTPHead {
+        switch try reader.readHead(fill) {
+        case .head(let head):
+            return head
+        case .closed:
+            throw .closed(responseBytes: responseBytes)
+        case .invalid(.badStatusLine), .invalid(.badVersion):
+            let line = reader.buffered.prefix { $0 != UInt8(ascii: "\r") && $0 != UInt8(ascii: "\n") }.prefix(80)
+            throw .malformed("status line '\(String(decoding: line, as: UTF8.self))'")
+        case .invalid(.headTooLarge):
+            throw .malformed("head larger than \(Self.maximumHeadSize) bytes")
+        case .invalid(let error):
+            throw .malformed("head: \(error)")
+        }
     }
 
     private func serialize(_ request: HTTPRequest) -> [UInt8] {
@@ -413,8 +442,7 @@ public final class HTTPClient {
             throw .connect(address: connectedTo, error)
         }
         fd = socket.fd
-        start = 0
-        end = 0
+        reader.reset()
         if socket.connected { return }
         let deadline = Posix.monotonicNanoseconds() + connectTimeout.nanoseconds
         do throws(HTTPClientError) {
@@ -461,170 +489,22 @@ public final class HTTPClient {
         }
     }
 
-    /// Reads more bytes into the buffer. Returns how many; 0 means the server closed.
-    private func fill(deadline: () -> Int64, limit: Duration) throws(HTTPClientError) -> Int {
-        if start == end {
-            start = 0
-            end = 0
-        } else if end == storage.count {
-            if start > 0 {
-                let count = end - start
-                storage.baseAddress!.copyMemory(from: storage.baseAddress! + start, byteCount: count)
-                start = 0
-                end = count
-            } else {
-                let bigger = UnsafeMutableRawBufferPointer.allocate(byteCount: storage.count * 2, alignment: 1)
-                bigger.baseAddress!.copyMemory(from: storage.baseAddress!, byteCount: end)
-                storage.deallocate()
-                storage = bigger
-            }
-        }
+    /// Reads what has arrived into `space`, waiting for it first. Returns how many bytes;
+    /// 0 means the server closed.
+    private func read(into space: UnsafeMutableRawBufferPointer, deadline: () -> Int64, limit: Duration) throws(HTTPClientError) -> Int {
         while true {
             let result: IOResult<Int>
             do {
-                result = try Posix.read(fd, UnsafeMutableRawBufferPointer(rebasing: storage[end...]))
+                result = try Posix.read(fd, space)
             } catch {
                 throw .receive(error)
             }
             switch result {
             case .processed(let n):
-                end += n
                 responseBytes += n
                 return n
             case .wouldBlock:
                 try waitFor(.readable, deadline: deadline(), limit: limit)
-            }
-        }
-    }
-
-    /// The next line (without "\n" or "\r\n"), reading as needed; at most `maximum` bytes.
-    private func readLine(maximum: Int, deadline: () -> Int64, limit: Duration) throws(HTTPClientError) -> ArraySlice<UInt8> {
-        var scanned = start
-        while true {
-            while scanned < end {
-                if storage[scanned] == UInt8(ascii: "\n") {
-                    var lineEnd = scanned
-                    if lineEnd > start && storage[lineEnd - 1] == UInt8(ascii: "\r") { lineEnd -= 1 }
-                    let line = Array(storage[start..<lineEnd])[...]
-                    start = scanned + 1
-                    return line
-                }
-                scanned += 1
-            }
-            if end - start >= maximum { throw .malformed("a head or chunk-size line longer than \(maximum) bytes") }
-            let offset = scanned - start
-            if try fill(deadline: deadline, limit: limit) == 0 { throw .closed(responseBytes: responseBytes) }
-            scanned = start + offset   // fill may have moved the bytes
-        }
-    }
-
-    private func readHead(deadline: () -> Int64, limit: Duration) throws(HTTPClientError) -> HTTPResponseHead {
-        let maximum = Self.maximumHeadSize
-        let statusLine = String(decoding: try readLine(maximum: maximum, deadline: deadline, limit: limit), as: UTF8.self)
-        // "HTTP/1.1 200 OK"
-        let parts = statusLine.split(separator: " ", maxSplits: 2, omittingEmptySubsequences: false)
-        guard parts.count >= 2, parts[0].hasPrefix("HTTP/1."), let minor = Int(parts[0].dropFirst(7)),
-              parts[1].count == 3, let status = Int(parts[1]) else {
-            throw .malformed("status line '\(statusLine.prefix(80))'")
-        }
-        var headers: [(name: String, value: String)] = []
-        var size = statusLine.utf8.count
-        while true {
-            let line = try readLine(maximum: maximum, deadline: deadline, limit: limit)
-            if line.isEmpty { break }
-            size += line.count
-            if size > maximum { throw .malformed("head larger than \(maximum) bytes") }
-            guard let colon = line.firstIndex(of: UInt8(ascii: ":")) else {
-                throw .malformed("header line without ':'")
-            }
-            let name = String(decoding: line[..<colon], as: UTF8.self)
-            let value = String(decoding: line[(colon + 1)...], as: UTF8.self).trimmingWhitespace
-            headers.append((name, String(value)))
-        }
-        return HTTPResponseHead(status: status, reason: parts.count > 2 ? String(parts[2]) : "", headers: headers, minorVersion: minor)
-    }
-
-    private enum Framing {
-        case none
-        case length(Int)
-        case chunked
-        case untilClose
-    }
-
-    /// Reads the body into `sink`. Returns whether it was read to its end, and whether the
-    /// connection can carry another request.
-    private func readBody(
-        of head: HTTPResponseHead, method: String, deadline: () -> Int64, limit: Duration,
-        sink: (ArraySlice<UInt8>) throws(HTTPClientError) -> Bool
-    ) throws(HTTPClientError) -> (complete: Bool, reusable: Bool) {
-        let framing: Framing
-        if method == "HEAD" || head.status == 204 || head.status == 304 {
-            framing = .none
-        } else if let te = head.header("Transfer-Encoding") {
-            guard te.lowercased().split(separator: ",").last?.trimmingWhitespace == "chunked" else {
-                throw .malformed("Transfer-Encoding '\(te)' without chunked last")
-            }
-            framing = .chunked
-        } else if let cl = head.header("Content-Length") {
-            guard let length = Int(cl), length >= 0 else { throw .malformed("Content-Length '\(cl)'") }
-            framing = .length(length)
-        } else {
-            framing = .untilClose
-        }
-        let connectionClose = head.header("Connection")?.lowercased().contains("close") ?? false
-        var reusable = head.minorVersion >= 1 && !connectionClose
-
-        // Hands up to `count` buffered bytes (reading if none) to the sink.
-        func deliver(upTo count: Int) throws(HTTPClientError) -> (taken: Int, more: Bool) {
-            if start == end {
-                if try fill(deadline: deadline, limit: limit) == 0 { return (0, true) }
-            }
-            let n = min(count, end - start)
-            let chunk = Array(storage[start..<(start + n)])[...]
-            start += n
-            return (n, try sink(chunk))
-        }
-
-        switch framing {
-        case .none:
-            return (true, reusable)
-        case .length(var remaining):
-            while remaining > 0 {
-                let (taken, more) = try deliver(upTo: remaining)
-                if taken == 0 { throw .closed(responseBytes: responseBytes) }
-                remaining -= taken
-                if !more { return (remaining == 0, false) }
-            }
-            return (true, reusable)
-        case .chunked:
-            while true {
-                let sizeLine = try readLine(maximum: 4096, deadline: deadline, limit: limit)
-                let hex = sizeLine.prefix { $0 != UInt8(ascii: ";") }
-                guard let size = Int(String(decoding: hex, as: UTF8.self).trimmingWhitespace, radix: 16), size >= 0 else {
-                    throw .malformed("chunk size '\(String(decoding: sizeLine.prefix(40), as: UTF8.self))'")
-                }
-                if size == 0 {
-                    // Trailers, up to the empty line.
-                    while try !readLine(maximum: Self.maximumHeadSize, deadline: deadline, limit: limit).isEmpty {}
-                    return (true, reusable)
-                }
-                var remaining = size
-                while remaining > 0 {
-                    let (taken, more) = try deliver(upTo: remaining)
-                    if taken == 0 { throw .closed(responseBytes: responseBytes) }
-                    remaining -= taken
-                    if !more { return (false, false) }
-                }
-                guard try readLine(maximum: 2, deadline: deadline, limit: limit).isEmpty else {
-                    throw .malformed("chunk not followed by CRLF")
-                }
-            }
-        case .untilClose:
-            reusable = false
-            while true {
-                let (taken, more) = try deliver(upTo: Int.max)
-                if taken == 0 { return (true, false) }
-                if !more { return (false, false) }
             }
         }
     }

@@ -84,6 +84,75 @@ final class HTTPClientTests: XCTestCase {
         }
     }
 
+    /// Sends `response` from a server that then closes, and returns what `get` made of it.
+    private func getReply(_ response: String) throws -> Discovery.HTTPResponse {
+        let server = try HTTPTestServer(name: "reply", mode: .reply(Array(response.utf8)))
+        defer { server.stop() }
+        return try HTTPClient(url: HTTPURL(host: "127.0.0.1", port: server.port)).get("/", timeout: .seconds(2))
+    }
+
+    private func assertGetFails(_ response: String, _ message: String, file: StaticString = #filePath, line: UInt = #line) {
+        XCTAssertThrowsError(try getReply(response), file: file, line: line) { error in
+            XCTAssertEqual("\(error)", message, file: file, line: line)
+        }
+    }
+
+    func testChunkedBodyWithExtensionsAndTrailersIsDecoded() throws {
+        let response = try getReply("HTTP/1.1 200 OK\r\nX-Consul-Index: 7\r\nTransfer-Encoding: chunked\r\n\r\n"
+            + "2;name=\"a;b\"\r\n[{\r\n0A \r\n\"ID\":\"w1\"}\r\n1\r\n]\r\n0\r\nX-Trailer: yes\r\n\r\n")
+        XCTAssertEqual(response.status, 200)
+        XCTAssertEqual(response.header("x-consul-index"), "7")
+        XCTAssertEqual(response.bodyText, "[{\"ID\":\"w1\"}]")
+    }
+
+    func testInterimResponsesAreSkipped() throws {
+        let response = try getReply("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n"
+            + "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        XCTAssertEqual(response.status, 200)
+        XCTAssertEqual(response.head.reason, "OK")
+        XCTAssertEqual(response.bodyText, "ok")
+    }
+
+    func testBadHeadsAreRefusedWithTheReason() {
+        assertGetFails("HTTP/2 200\r\n\r\n", "malformed response: status line 'HTTP/2 200'")
+        assertGetFails("HTTP/1.1 20 OK\r\n\r\n", "malformed response: status line 'HTTP/1.1 20 OK'")
+        assertGetFails("HTTP/1.1 200 OK\r\nX-A: 1\r\n  folded\r\nContent-Length: 0\r\n\r\n", "malformed response: head: obsFold")
+        assertGetFails("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok",
+                       "malformed response: head: conflictingContentLength")
+        assertGetFails("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n",
+                       "malformed response: head: contentLengthWithTransferEncoding")
+        assertGetFails("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", "malformed response: head: badTransferEncoding")
+        assertGetFails("HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n", "malformed response: head: badContentLength")
+        assertGetFails("HTTP/1.1 200 OK\r\nX-Big: \(String(repeating: "x", count: 70_000))\r\n\r\n",
+                       "malformed response: head larger than 65536 bytes")
+    }
+
+    func testTruncatedAndMalformedBodies() {
+        let lengthHead = "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n"
+        assertGetFails(lengthHead + "abc", "connection closed by the server after \(lengthHead.utf8.count + 3) bytes of an incomplete response")
+        let chunkedHead = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        for cut in ["5\r\nab", "5\r\nabcde\r\n", "5\r\nabcde\r\n0\r\n"] {
+            assertGetFails(chunkedHead + cut,
+                           "connection closed by the server after \((chunkedHead + cut).utf8.count) bytes of an incomplete response")
+        }
+        let cutHead = "HTTP/1.1 200 OK\r\nContent-"
+        assertGetFails(cutHead, "connection closed by the server after \(cutHead.utf8.count) bytes of an incomplete response")
+        assertGetFails(chunkedHead + "zz\r\n", "malformed response: chunked body: badChunkSize")
+        assertGetFails(chunkedHead + "2\r\nabc\r\n", "malformed response: chunked body: missingCRLF")
+    }
+
+    func testBodyLargerThanTheLimitIsRefused() throws {
+        let server = try HTTPTestServer(name: "big")
+        defer { server.stop() }
+        let client = HTTPClient(url: HTTPURL(host: "127.0.0.1", port: server.port))
+        client.maximumBodySize = 50_000
+        XCTAssertThrowsError(try client.get("/bytes/100000", timeout: .seconds(5))) { error in
+            XCTAssertEqual("\(error)", "response larger than 50000 bytes")
+        }
+        XCTAssertEqual(try client.get("/bytes/40000", timeout: .seconds(5)).body, HTTPTestServer.pattern(count: 40000),
+                       "the client recovers on a new connection")
+    }
+
     func testStreamDeliversLinesAcrossChunks() throws {
         let server = try HTTPTestServer(name: "stream")
         defer { server.stop() }

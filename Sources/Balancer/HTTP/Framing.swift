@@ -105,12 +105,22 @@ public struct ChunkedDecoder: Sendable {
     /// Consumes the next bytes of the body. After `.complete`, further calls return
     /// `.complete(consumed: 0)`; after `.invalid`, the same failure.
     public mutating func consume(_ bytes: UnsafeRawBufferPointer) -> ChunkedOutcome {
+        consume(bytes, data: { _ in })
+    }
+
+    /// `consume(_:)` for a reader that wants the payload and not the framing (the
+    /// control-plane client, see HTTPMessageReader): each run of chunk data in `bytes` is
+    /// also handed to `data`, as a range of `bytes`, in order, before the call returns.
+    /// The outcome is the same as `consume(_:)`'s for the same bytes.
+    @inline(__always)
+    public mutating func consume(_ bytes: UnsafeRawBufferPointer, data: (Range<Int>) -> Void) -> ChunkedOutcome {
         let count = bytes.count
         var i = 0
         while i < count {
             switch state {
             case .data:
                 let n = min(remaining, count &- i)
+                data(i..<(i &+ n))
                 i &+= n
                 remaining &-= n
                 if remaining == 0 { state = .dataCR }

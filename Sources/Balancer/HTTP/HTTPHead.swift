@@ -17,6 +17,12 @@ public enum HTTPMethod: Sendable, Equatable {
         }
     }
 
+    /// The method named `name`, for code that holds a method as text (Discovery's client).
+    public init(_ name: String) {
+        var name = name
+        self = name.withUTF8 { Self.classify(UnsafeRawBufferPointer($0), 0..<$0.count) }
+    }
+
     /// Methods are case-sensitive (RFC 9110 §9.1): "get" is an unknown method, not GET.
     static func classify(_ bytes: UnsafeRawBufferPointer, _ range: Range<Int>) -> HTTPMethod {
         switch range.count {

@@ -133,21 +133,3 @@ enum HTTPSyntax {
         }
     }
 }
-
-extension Collection where Element == UInt8 {
-    /// Whether the bytes contain CRLFCRLF, the end of an HTTP head. For the small
-    /// blocking servers beside the proxy (the stats listener, the demo backends); the
-    /// proxy itself uses HTTPHeadParser, which scans incrementally.
-    public var containsHeadEnd: Bool {
-        var matched = 0
-        for byte in self {
-            if byte == (matched % 2 == 0 ? 13 : 10) {
-                matched += 1
-                if matched == 4 { return true }
-            } else {
-                matched = byte == 13 ? 1 : 0
-            }
-        }
-        return false
-    }
-}

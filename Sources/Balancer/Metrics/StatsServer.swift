@@ -1,80 +1,54 @@
-// The stats listener: a small HTTP/1.1 server on its own thread (control plane, never a
-// loop thread) serving the stats page and `/haproxy.cfg`, the export of the live table.
-// One request per connection, answered and closed: it is for people and scripts, not for
-// load.
-import Synchronization
+// The stats listener: the stats page and `/haproxy.cfg`, the export of the live table,
+// served by a ControlHTTPServer (its own thread, one request per connection: for people
+// and scripts, not for load).
 
-public final class StatsServer: @unchecked Sendable {
-    private let proxy: Proxy
-    private let config: StatsConfig
-    private let listener: CInt
-    public let address: SocketAddress
-    private let running = Atomic<Bool>(true)
-    private var thread: LoopThread?
-    private let startedAt = Posix.monotonicNanoseconds()
-    private let version: String
+public final class StatsServer: Sendable {
+    private let server: ControlHTTPServer
+    private let pages: StatsPages
+
+    public var address: SocketAddress { server.address }
 
     public init(proxy: Proxy, config: StatsConfig, version: String) throws {
-        self.proxy = proxy
-        self.config = config
-        self.version = version
         let address = try SocketAddress.resolve(host: config.bind.host, port: config.bind.port)
-        listener = try Socket.listen(on: address, reusePort: false, backlog: 64)
-        self.address = try Posix.localAddress(listener)
+        server = try ControlHTTPServer(listeningOn: address, threadName: "balancerd-stats")
+        pages = StatsPages(proxy: proxy, config: config, version: version)
     }
 
     public func start() {
-        thread = LoopThread(name: "balancerd-stats") { [self] in self.run() }
+        server.start { [pages] in pages.answer($0) }
     }
 
     public func stop() {
-        running.store(false, ordering: .relaxed)
-        thread?.join()
-        Posix.close(listener)
+        server.stop()
     }
+}
 
-    private func run() {
-        while running.load(ordering: .relaxed) {
-            var requests = [Posix.PollRequest(fd: listener, events: .readable)]
-            guard (try? Posix.poll(&requests, timeoutMilliseconds: 200)) ?? 0 > 0 else { continue }
-            while case .processed(let (client, _))? = try? Posix.accept(listener) {
-                serve(client)
-                Posix.close(client)
-            }
-        }
-    }
+/// What the stats listener answers; runs on its thread.
+private struct StatsPages: Sendable {
+    let proxy: Proxy
+    let config: StatsConfig
+    let version: String
+    let startedAt = Posix.monotonicNanoseconds()
 
-    /// Reads one request head (2 s at most), answers, returns.
-    private func serve(_ fd: CInt) {
-        var head: [UInt8] = []
-        let deadline = Posix.monotonicNanoseconds() + 2_000_000_000
-        var chunk = [UInt8](repeating: 0, count: 4096)
-        while head.count < 16 * 1024 && !head.containsHeadEnd {
-            let remaining = Int((deadline - Posix.monotonicNanoseconds()) / 1_000_000)
-            guard remaining > 0 else { return }
-            var requests = [Posix.PollRequest(fd: fd, events: .readable)]
-            guard (try? Posix.poll(&requests, timeoutMilliseconds: remaining)) ?? 0 > 0 else { return }
-            let result = chunk.withUnsafeMutableBytes { try? Posix.read(fd, $0) }
-            guard case .processed(let n)? = result, n > 0 else { return }
-            head.append(contentsOf: chunk[0..<n])
+    func answer(_ request: ControlHTTPServer.Request) -> ControlHTTPServer.Response {
+        guard request.method == .get || request.method == .head else {
+            return Self.text("405 Method Not Allowed", "GET only\n", fields: [("Allow", "GET, HEAD")])
         }
-        let line = String(decoding: head.prefix { $0 != 13 && $0 != 10 }, as: UTF8.self)
-        let parts = line.split(separator: " ")
-        guard parts.count == 3, parts[0] == "GET" || parts[0] == "HEAD" else {
-            respond(fd, status: "405 Method Not Allowed", type: "text/plain", body: "GET only\n")
-            return
-        }
-        let path = parts[1].split(separator: "?", maxSplits: 1).first.map(String.init) ?? "/"
+        let path = request.path
         if path == "/haproxy.cfg" || path == joined(config.uri, "haproxy.cfg") {
             let text = HAProxyWriter.write(proxy.liveConfiguration(), header: [
                 "haproxy.cfg of the live table, exported by balancerd \(version) (table generation \(proxy.generation))",
             ])
-            respond(fd, status: "200 OK", type: "text/plain; charset=utf-8", body: text + "\n", headOnly: parts[0] == "HEAD")
+            return Self.text("200 OK", text + "\n")
         } else if path == config.uri {
-            respond(fd, status: "200 OK", type: "text/plain; charset=utf-8", body: page(), headOnly: parts[0] == "HEAD")
+            return Self.text("200 OK", page())
         } else {
-            respond(fd, status: "404 Not Found", type: "text/plain", body: "not found: try \(config.uri) or /haproxy.cfg\n")
+            return Self.text("404 Not Found", "not found: try \(config.uri) or /haproxy.cfg\n")
         }
+    }
+
+    private static func text(_ status: String, _ body: String, fields: [(name: String, value: String)] = []) -> ControlHTTPServer.Response {
+        .init(status: status, contentType: "text/plain; charset=utf-8", body: body, fields: [("Cache-Control", "no-cache")] + fields)
     }
 
     private func joined(_ base: String, _ leaf: String) -> String {
@@ -109,23 +83,5 @@ public final class StatsServer: @unchecked Sendable {
             }
         }
         return lines.joined(separator: "\n") + "\n"
-    }
-
-    private func respond(_ fd: CInt, status: String, type: String, body: String, headOnly: Bool = false) {
-        let bodyBytes = Array(body.utf8)
-        var bytes = Array("HTTP/1.1 \(status)\r\nContent-Type: \(type)\r\nContent-Length: \(bodyBytes.count)\r\nCache-Control: no-cache\r\nConnection: close\r\n\r\n".utf8)
-        if !headOnly { bytes += bodyBytes }
-        var offset = 0
-        let deadline = Posix.monotonicNanoseconds() + 2_000_000_000
-        while offset < bytes.count && Posix.monotonicNanoseconds() < deadline {
-            let result = bytes[offset...].withUnsafeBytes { try? Posix.write(fd, $0) }
-            switch result {
-            case .processed(let n)?: offset += n
-            case .wouldBlock?:
-                var requests = [Posix.PollRequest(fd: fd, events: .writable)]
-                _ = try? Posix.poll(&requests, timeoutMilliseconds: 100)
-            case nil: return
-            }
-        }
     }
 }
