@@ -26,6 +26,9 @@ let package = Package(
         .target(name: "TestSupport", path: "Tests/TestSupport", swiftSettings: strict),
         .testTarget(name: "BalancerTests", dependencies: ["Balancer", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "DiscoveryTests", dependencies: ["Discovery", "Balancer", "TestSupport"], swiftSettings: strict),
+        // The command line belongs to the executable; its rules are tested through
+        // `@testable import balancerd`.
+        .testTarget(name: "balancerdTests", dependencies: ["balancerd", "Balancer"], swiftSettings: strict),
         .testTarget(
             name: "IntegrationTests",
             dependencies: ["TestSupport", "balancerd"],
