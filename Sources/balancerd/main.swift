@@ -1,5 +1,6 @@
 // balancerd: arguments, wiring and signals. Everything that moves bytes is in the
-// Balancer module; this file only decides what to run and when to stop.
+// Balancer module and the discovery wiring in Discovery (both usable by an embedder);
+// this file only decides what to run and when to stop.
 import Balancer
 import Discovery
 import Glibc
