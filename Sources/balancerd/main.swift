@@ -57,11 +57,10 @@ case .run:
     break
 }
 
-// Signals: SIGPIPE is ignored because splice(2) into a socket whose peer is gone raises
-// it (send has MSG_NOSIGNAL, splice has no such flag). The control signals are blocked
-// in every thread, before any thread exists, and taken synchronously with sigtimedwait
-// by the main thread below: no async-signal-safety questions anywhere.
-signal(SIGPIPE, SIG_IGN)
+// Signals: the control signals are blocked in every thread, before any thread exists,
+// and taken synchronously with sigtimedwait by the main thread below: no
+// async-signal-safety questions anywhere. (SIGPIPE is the library's business:
+// `Proxy.start()` ignores it.)
 let controlSignals: [CInt] = [SIGTERM, SIGINT, SIGHUP]
 _ = controlSignals.withUnsafeBufferPointer { blockSignals($0) }
 

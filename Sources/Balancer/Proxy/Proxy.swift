@@ -156,8 +156,10 @@ public final class Proxy: @unchecked Sendable {
         }
     }
 
-    /// Starts one thread per loop.
+    /// Starts one thread per loop. Also sets SIGPIPE to ignored unless the process chose a
+    /// disposition of its own (see `Posix.ignoreBrokenPipe`): splice(2) raises it.
     public func start() {
+        Posix.ignoreBrokenPipe()
         started = true
         for worker in workers {
             let loop = worker.loop
