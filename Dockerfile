@@ -5,6 +5,8 @@ WORKDIR /src
 COPY Package.swift ./
 COPY Sources ./Sources
 COPY Tests ./Tests
+# Package.swift names the embedding example's target: the manifest does not load without it.
+COPY Examples ./Examples
 RUN swift build -c release --product balancerd --static-swift-stdlib \
  && cp "$(swift build -c release --show-bin-path)/balancerd" /balancerd
 

@@ -14,6 +14,8 @@ let package = Package(
         .executable(name: "balancerd", targets: ["balancerd"]),
         .library(name: "Balancer", targets: ["Balancer"]),
         .library(name: "Discovery", targets: ["Discovery"]),
+        // The embedding example of README.md, built and run by IntegrationTests/EmbeddingTests.
+        .executable(name: "EmbeddedExample", targets: ["EmbeddedExample"]),
     ],
     targets: [
         // The only C in the package: declarations Glibc does not export to Swift
@@ -29,12 +31,18 @@ let package = Package(
                 swiftSettings: strict + [.unsafeFlags(["-enforce-exclusivity=unchecked"])]),
         .target(name: "Discovery", dependencies: ["Balancer"], swiftSettings: strict),
         .executableTarget(name: "balancerd", dependencies: ["Balancer", "Discovery", "CBalancerShims"], swiftSettings: strict),
+        .executableTarget(name: "EmbeddedExample", dependencies: ["Balancer"], path: "Examples/Embedded", swiftSettings: strict),
         .target(name: "TestSupport", path: "Tests/TestSupport", swiftSettings: strict),
         .testTarget(name: "BalancerTests", dependencies: ["Balancer", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "DiscoveryTests", dependencies: ["Discovery", "Balancer", "TestSupport"], swiftSettings: strict),
+        // The command line belongs to the executable; its rules are tested through
+        // `@testable import balancerd`.
+        .testTarget(name: "balancerdTests", dependencies: ["balancerd", "Balancer"], swiftSettings: strict),
         .testTarget(
             name: "IntegrationTests",
-            dependencies: ["TestSupport", "balancerd"],
+            // The executables are dependencies so that `swift test` builds them: the tests
+            // start the real binaries.
+            dependencies: ["TestSupport", "balancerd", "EmbeddedExample"],
             exclude: [],
             swiftSettings: strict
         ),

@@ -1,5 +1,6 @@
 // balancerd: arguments, wiring and signals. Everything that moves bytes is in the
-// Balancer module; this file only decides what to run and when to stop.
+// Balancer module and the discovery wiring in Discovery (both usable by an embedder);
+// this file only decides what to run and when to stop.
 import Balancer
 import Discovery
 import Glibc
@@ -56,11 +57,10 @@ case .run:
     break
 }
 
-// Signals: SIGPIPE is ignored because splice(2) into a socket whose peer is gone raises
-// it (send has MSG_NOSIGNAL, splice has no such flag). The control signals are blocked
-// in every thread, before any thread exists, and taken synchronously with sigtimedwait
-// by the main thread below: no async-signal-safety questions anywhere.
-signal(SIGPIPE, SIG_IGN)
+// Signals: the control signals are blocked in every thread, before any thread exists,
+// and taken synchronously with sigtimedwait by the main thread below: no
+// async-signal-safety questions anywhere. (SIGPIPE is the library's business:
+// `Proxy.start()` ignores it.)
 let controlSignals: [CInt] = [SIGTERM, SIGINT, SIGHUP]
 _ = controlSignals.withUnsafeBufferPointer { blockSignals($0) }
 

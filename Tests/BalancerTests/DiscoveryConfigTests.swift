@@ -2,37 +2,6 @@ import XCTest
 @testable import Balancer
 
 final class DiscoveryConfigTests: XCTestCase {
-    func testConsulFlags() throws {
-        let options = try CommandLineOptions.parse(["--consul", "http://127.0.0.1:8500", "--service", "web", "--tag", "prod",
-                                                    "--dc", "dc2", "--consul-token", "secret"])
-        XCTAssertEqual(options.discovery, .consul(url: "http://127.0.0.1:8500", service: "web", tag: "prod", datacenter: "dc2", token: "secret"))
-        let configuration = try options.configuration()
-        XCTAssertEqual(configuration.backends.first?.discovery, options.discovery)
-        XCTAssertEqual(configuration.backends.first?.servers, [])
-    }
-
-    func testEtcdFlags() throws {
-        let options = try CommandLineOptions.parse(["--etcd", "http://127.0.0.1:2379", "--etcd-prefix", "/services/web/"])
-        XCTAssertEqual(options.discovery, .etcd(url: "http://127.0.0.1:2379", prefix: "/services/web/"))
-    }
-
-    func testIncompleteDiscoveryFlagsAreUsageErrors() {
-        let cases: [([String], String)] = [
-            (["--consul", "http://127.0.0.1:8500"], "--consul needs --service NAME"),
-            (["--service", "web"], "--service, --tag, --dc and --consul-token need --consul URL"),
-            (["--etcd", "http://127.0.0.1:2379"], "--etcd needs --etcd-prefix PREFIX"),
-            (["--etcd-prefix", "/x/"], "--etcd-prefix needs --etcd URL"),
-            (["--consul", "127.0.0.1:8500", "--service", "web"], "--consul: URL must start with http:// (got '127.0.0.1:8500')"),
-            (["--consul", "http://c:8500", "--service", "web", "--etcd", "http://e:2379", "--etcd-prefix", "/p/"],
-             "--consul and --etcd cannot be combined"),
-        ]
-        for (arguments, message) in cases {
-            XCTAssertThrowsError(try CommandLineOptions.parse(arguments), "\(arguments)") { error in
-                XCTAssertEqual((error as? UsageError)?.message, message)
-            }
-        }
-    }
-
     func testDiscoveryInConfigFile() throws {
         let text = """
             defaults

@@ -16,7 +16,7 @@ final class EventLoopPartsTests: XCTestCase {
         var fds: [CInt] = [0, 0]
         XCTAssertEqual(pipe(&fds), 0)
         defer { close(fds[0]) }
-        let log = LogBuffer(fd: fds[1])
+        let log = LogBuffer(sink: .fileDescriptor(fds[1]))
         log.append(SocketAddress(numericHost: "127.0.0.1", port: 8080)!)
         log.append(UInt8(ascii: " "))
         log.append(0)

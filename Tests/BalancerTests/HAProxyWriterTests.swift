@@ -111,17 +111,6 @@ final class HAProxyWriterTests: XCTestCase {
         }
     }
 
-    func testCommandLineConfigurationsRoundTrip() throws {
-        let options = try CommandLineOptions.parse(["--listen", "127.0.0.1:8080", "--server", "10.0.0.1:80",
-                                                    "--server", "10.0.0.2:80,weight=3,backup", "--stats", ":8404"])
-        let model = try options.configuration()
-        let exported = HAProxyWriter.write(model)
-        XCTAssertEqual(try HAProxyParser.parse(exported, file: "x").normalized(), model.normalized())
-        XCTAssertTrue(exported.contains("    server s2 10.0.0.2:80 weight 3 backup"), exported)
-        XCTAssertTrue(exported.contains("    option redispatch"), "haproxy's default differs: it must be explicit\n\(exported)")
-        XCTAssertTrue(exported.contains("    option forwardfor"), exported)
-    }
-
     func testDiscoveredBackendsExportTheirServersWithoutTheToken() {
         var model = Configuration(
             frontends: [Frontend(name: "main", binds: [HostPort(host: "0.0.0.0", port: 80)], mode: .http, defaultBackend: "main")],

@@ -160,18 +160,18 @@ extension HAProxyParser {
     }
 
     /// Why an address did not parse; the caller adds file/line or the CLI flag.
-    struct AddressError: Error, Sendable, Equatable {
-        var message: String
+    public struct AddressError: Error, Sendable, Equatable {
+        public var message: String
     }
 
     /// `HOST:PORT` as haproxy writes it, shared by `bind`, `server` and the CLI flags.
-    enum AddressSyntax {
+    public enum AddressSyntax {
         /// Accepts `1.2.3.4:80`, `host.example:80`, `[::1]:80`, and haproxy's unbracketed IPv6
         /// where the *last* colon starts the port (`:::80`, `::1:8080`), with an optional
         /// `ipv4@`/`ipv6@` prefix. For a bind, `*` or an empty host (`:80`) means every IPv4
         /// address and is stored as `0.0.0.0`, and port 0 (an ephemeral port, used by tests)
         /// is allowed; a server needs a host and a port in 1...65535.
-        static func parse(_ text: String, isBind: Bool) throws(AddressError) -> HostPort {
+        public static func parse(_ text: String, isBind: Bool) throws(AddressError) -> HostPort {
             var rest = Substring(text)
             if let at = rest.firstIndex(of: "@") {
                 let family = rest[..<at]
@@ -235,7 +235,7 @@ extension HAProxyParser {
     /// Non-empty and ASCII digits only. `Int("+5")` and `Int("-0")` parse, but a sign in
     /// a count, port or weight is always a typo, and `Character.isNumber` accepts digits
     /// of every script.
-    static func isDecimal(_ text: some StringProtocol) -> Bool {
+    public static func isDecimal(_ text: some StringProtocol) -> Bool {
         !text.isEmpty && text.utf8.allSatisfy { $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }
     }
 

@@ -1,18 +1,56 @@
-// Log lines assembled as bytes in a per-loop buffer and written to stderr once per loop
-// iteration, so logging costs no lock, no String and one write(2) per batch. Batches are
-// cut below PIPE_BUF (4096) so lines from different loops never interleave mid-line when
-// stderr is a pipe.
+// Log lines assembled as bytes in a per-loop buffer and handed to the proxy's `LogSink`
+// once per loop iteration, so logging costs no lock, no String and one call (for the
+// default sink, one write(2)) per batch. Batches are cut below PIPE_BUF (4096) so lines
+// from different loops never interleave mid-line when stderr is a pipe.
 import CBalancerShims
 import Glibc
 
+/// Where a proxy's access log goes (one line per TCP connection or HTTP request, in
+/// haproxy's format). Set it in `ProxyOptions`; the default is stderr, as balancerd does.
+///
+/// The closure receives a batch of whole lines, each ending in "\n": the lines one event
+/// loop produced in one iteration, cut at about 3 KiB. It is called on that loop's thread,
+/// so several loops call it at the same time, and the loop waits for it: it must be
+/// thread-safe and must not block for long. The bytes are valid only during the call.
+public struct LogSink: Sendable {
+    public var write: @Sendable (UnsafeRawBufferPointer) -> Void
+
+    public init(_ write: @escaping @Sendable (UnsafeRawBufferPointer) -> Void) {
+        self.write = write
+    }
+
+    /// Each batch goes to `fd` in one write(2) (more if the write is short). A descriptor
+    /// that fails (gone, or full and non-blocking) loses the batch rather than block the
+    /// loop forever.
+    public static func fileDescriptor(_ fd: CInt) -> LogSink {
+        LogSink { raw in
+            var offset = 0
+            while offset < raw.count {
+                let n = Glibc.write(fd, raw.baseAddress! + offset, raw.count - offset)
+                if n < 0 {
+                    if errno == EINTR { continue }
+                    break
+                }
+                offset += n
+            }
+        }
+    }
+
+    public static let standardError = LogSink.fileDescriptor(2)
+    public static let standardOutput = LogSink.fileDescriptor(1)
+    /// Drops the lines. (`ProxyOptions.quiet` is cheaper: it does not format them.)
+    public static let discard = LogSink { _ in }
+}
+
 public final class LogBuffer {
     private var bytes: [UInt8] = []
-    private let fd: CInt
+    /// Set by `Proxy` before its loops start; read only by this buffer's loop thread.
+    public var sink: LogSink
     private var cachedSecond: Int64 = -1
     private var cachedDate: [UInt8] = []
 
-    public init(fd: CInt = 2) {
-        self.fd = fd
+    public init(sink: LogSink = .standardError) {
+        self.sink = sink
         bytes.reserveCapacity(8192)
         cachedDate.reserveCapacity(32)
     }
@@ -20,17 +58,7 @@ public final class LogBuffer {
     /// Writes what is buffered. Called at the end of each loop iteration.
     public func flush() {
         guard !bytes.isEmpty else { return }
-        bytes.withUnsafeBytes { raw in
-            var offset = 0
-            while offset < raw.count {
-                let n = Glibc.write(fd, raw.baseAddress! + offset, raw.count - offset)
-                if n < 0 {
-                    if errno == EINTR { continue }
-                    break   // stderr gone or full: drop rather than block the loop forever
-                }
-                offset += n
-            }
-        }
+        bytes.withUnsafeBytes { sink.write($0) }
         bytes.removeAll(keepingCapacity: true)
     }
 

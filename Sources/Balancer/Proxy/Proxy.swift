@@ -14,12 +14,15 @@ public struct ProxyOptions: Sendable {
     public var reusePort: Bool
     /// Move bytes with splice(2) through pipes (zero copy) rather than through buffers.
     public var splice: Bool
+    /// Where the access log lines go (stderr by default); see `LogSink`.
+    public var logSink: LogSink
 
-    public init(threads: Int, quiet: Bool, reusePort: Bool = true, splice: Bool = true) {
+    public init(threads: Int, quiet: Bool, reusePort: Bool = true, splice: Bool = true, logSink: LogSink = .standardError) {
         self.threads = threads
         self.quiet = quiet
         self.reusePort = reusePort
         self.splice = splice
+        self.logSink = logSink
     }
 }
 
@@ -89,6 +92,7 @@ public final class Proxy: @unchecked Sendable {
             let loop = try EventLoop(index: index)
             workers.append(ProxyWorker(loop: loop, shared: shared, frontends: frontends,
                                        backendCounters: backendCounters, tables: initial, splice: options.splice))
+            workers[index].log.sink = options.logSink
         }
         try bindListeners()
         healthChecker.watch(initial)
@@ -156,8 +160,10 @@ public final class Proxy: @unchecked Sendable {
         }
     }
 
-    /// Starts one thread per loop.
+    /// Starts one thread per loop. Also sets SIGPIPE to ignored unless the process chose a
+    /// disposition of its own (see `Posix.ignoreBrokenPipe`): splice(2) raises it.
     public func start() {
+        Posix.ignoreBrokenPipe()
         started = true
         for worker in workers {
             let loop = worker.loop

@@ -1,6 +1,8 @@
-// The command-line contract of balancerd. The daemon's main.swift only calls `parse`,
-// prints `usage` or a `UsageError`, and asks for `configuration()`; keeping the rules
-// here lets them be unit-tested without starting a process.
+// The command-line contract of balancerd. It belongs to the executable, not to the
+// Balancer library: an embedder builds a `Configuration` in code and never sees flags.
+// main.swift only calls `parse`, prints `usage` or a `UsageError`, and asks for
+// `configuration()`; keeping the rules here lets them be unit-tested (`@testable import
+// balancerd`) without starting a process.
 //
 //   balancerd [--config FILE] [--listen HOST:PORT] [--mode http|tcp] [--server HOST:PORT[,weight=N]]...
 //             [--threads N] [--grace DURATION] [--quiet]
@@ -9,21 +11,22 @@
 //
 // plus `--demo`, which starts built-in demo backends (the daemon does that; here it is
 // only a flag).
+import Balancer
 
 /// A command line that cannot be run. `message` is one line, meant to be printed after
 /// "balancerd: " and followed by a hint to use --help.
-public struct UsageError: Error, Sendable, Equatable, CustomStringConvertible {
-    public var message: String
+struct UsageError: Error, Sendable, Equatable, CustomStringConvertible {
+    var message: String
 
-    public init(message: String) {
+    init(message: String) {
         self.message = message
     }
 
-    public var description: String { message }
+    var description: String { message }
 }
 
-public struct CommandLineOptions: Sendable, Equatable {
-    public enum Command: Sendable, Equatable {
+struct CommandLineOptions: Sendable, Equatable {
+    enum Command: Sendable, Equatable {
         /// Start the proxy.
         case run
         /// Parse and validate `--config`, then exit (status 0 when it is valid).
@@ -34,36 +37,36 @@ public struct CommandLineOptions: Sendable, Equatable {
         case version
     }
 
-    public var command: Command
-    public var configPath: String?
+    var command: Command
+    var configPath: String?
     /// nil when `--listen` was not given; `configuration()` then uses 0.0.0.0:80.
-    public var listen: HostPort?
+    var listen: HostPort?
     /// nil when `--mode` was not given; `configuration()` then uses `defaultMode`.
-    public var mode: ProxyMode?
+    var mode: ProxyMode?
     /// From `--server`, in order, named s1, s2, ...
-    public var servers: [ServerConfig]
+    var servers: [ServerConfig]
     /// `--threads`; overrides `nbthread` from the file.
-    public var threads: Int?
+    var threads: Int?
     /// `--consul URL --service NAME [--tag TAG] [--dc DC] [--consul-token TOKEN]` or
     /// `--etcd URL --etcd-prefix PREFIX`: the servers follow a discovery source.
-    public var discovery: DiscoveryConfig?
+    var discovery: DiscoveryConfig?
     /// `--stats HOST:PORT`: the stats page and the live /haproxy.cfg.
-    public var stats: HostPort?
+    var stats: HostPort?
     /// The raw discovery flags, assembled into `discovery` after the scan.
     private var consulURL: String?, consulService: String?, consulTag: String?, consulDC: String?, consulToken: String?
     private var etcdURL: String?, etcdPrefix: String?
     /// How long a graceful stop waits for open connections (`--grace`).
-    public var grace: Duration
-    public var quiet: Bool
-    public var demo: Bool
+    var grace: Duration
+    var quiet: Bool
+    var demo: Bool
 
     /// The mode used when neither `--mode` nor a config file says otherwise: HTTP, as
     /// balancerd usually sits on port 80 in front of web servers.
-    public static let defaultMode: ProxyMode = .http
-    public static let defaultListen = HostPort(host: "0.0.0.0", port: 80)
-    public static let defaultGrace: Duration = .seconds(10)
+    static let defaultMode: ProxyMode = .http
+    static let defaultListen = HostPort(host: "0.0.0.0", port: 80)
+    static let defaultGrace: Duration = .seconds(10)
 
-    public init(command: Command = .run, configPath: String? = nil, listen: HostPort? = nil, mode: ProxyMode? = nil,
+    init(command: Command = .run, configPath: String? = nil, listen: HostPort? = nil, mode: ProxyMode? = nil,
                 servers: [ServerConfig] = [], threads: Int? = nil, grace: Duration = CommandLineOptions.defaultGrace,
                 quiet: Bool = false, demo: Bool = false) {
         self.command = command
@@ -77,7 +80,7 @@ public struct CommandLineOptions: Sendable, Equatable {
         self.demo = demo
     }
 
-    public static let usage: String = """
+    static let usage: String = """
         usage: balancerd [--config FILE] [--listen HOST:PORT] [--mode http|tcp] [--server HOST:PORT[,weight=N]]...
                          [--threads N] [--grace DURATION] [--quiet]
                          [--consul URL --service NAME [--tag TAG] [--dc DC] [--consul-token TOKEN]]
@@ -115,7 +118,7 @@ public struct CommandLineOptions: Sendable, Equatable {
 
     /// Parses the arguments after argv[0]. `--help` and `--version` win over everything
     /// after a successful scan, so `balancerd --server x:1 --help` prints help.
-    public static func parse(_ arguments: [String]) throws(UsageError) -> CommandLineOptions {
+    static func parse(_ arguments: [String]) throws(UsageError) -> CommandLineOptions {
         var options = CommandLineOptions()
         var help = false
         var version = false
@@ -343,7 +346,7 @@ public struct CommandLineOptions: Sendable, Equatable {
     /// 0.0.0.0:80) forwarding to one backend "main" with the `--server` list and default
     /// timeouts. With `--demo` and no `--server`, backend "main" has no servers: the
     /// daemon starts the demo backends and fills them in.
-    public func configuration() throws(ConfigurationError) -> Configuration {
+    func configuration() throws(ConfigurationError) -> Configuration {
         var configuration: Configuration
         if let configPath {
             configuration = try HAProxyParser.load(path: configPath)

@@ -1,6 +1,7 @@
 import Foundation
+import Balancer
 import XCTest
-@testable import Balancer
+@testable import balancerd
 
 final class CommandLineOptionsTests: XCTestCase {
     private func parse(_ arguments: String...) throws -> CommandLineOptions {
@@ -209,6 +210,52 @@ final class CommandLineOptionsTests: XCTestCase {
             XCTAssertEqual(error.keyword, "file")
             XCTAssertEqual(error.file, "/nonexistent/balancerd.cfg")
         }
+    }
+
+    // MARK: discovery flags
+
+    func testConsulFlags() throws {
+        let options = try CommandLineOptions.parse(["--consul", "http://127.0.0.1:8500", "--service", "web", "--tag", "prod",
+                                                    "--dc", "dc2", "--consul-token", "secret"])
+        XCTAssertEqual(options.discovery, .consul(url: "http://127.0.0.1:8500", service: "web", tag: "prod", datacenter: "dc2", token: "secret"))
+        let configuration = try options.configuration()
+        XCTAssertEqual(configuration.backends.first?.discovery, options.discovery)
+        XCTAssertEqual(configuration.backends.first?.servers, [])
+    }
+
+    func testEtcdFlags() throws {
+        let options = try CommandLineOptions.parse(["--etcd", "http://127.0.0.1:2379", "--etcd-prefix", "/services/web/"])
+        XCTAssertEqual(options.discovery, .etcd(url: "http://127.0.0.1:2379", prefix: "/services/web/"))
+    }
+
+    func testIncompleteDiscoveryFlagsAreUsageErrors() {
+        let cases: [([String], String)] = [
+            (["--consul", "http://127.0.0.1:8500"], "--consul needs --service NAME"),
+            (["--service", "web"], "--service, --tag, --dc and --consul-token need --consul URL"),
+            (["--etcd", "http://127.0.0.1:2379"], "--etcd needs --etcd-prefix PREFIX"),
+            (["--etcd-prefix", "/x/"], "--etcd-prefix needs --etcd URL"),
+            (["--consul", "127.0.0.1:8500", "--service", "web"], "--consul: URL must start with http:// (got '127.0.0.1:8500')"),
+            (["--consul", "http://c:8500", "--service", "web", "--etcd", "http://e:2379", "--etcd-prefix", "/p/"],
+             "--consul and --etcd cannot be combined"),
+        ]
+        for (arguments, message) in cases {
+            XCTAssertThrowsError(try CommandLineOptions.parse(arguments), "\(arguments)") { error in
+                XCTAssertEqual((error as? UsageError)?.message, message)
+            }
+        }
+    }
+
+    // MARK: export
+
+    func testCommandLineConfigurationsRoundTrip() throws {
+        let options = try CommandLineOptions.parse(["--listen", "127.0.0.1:8080", "--server", "10.0.0.1:80",
+                                                    "--server", "10.0.0.2:80,weight=3,backup", "--stats", ":8404"])
+        let model = try options.configuration()
+        let exported = HAProxyWriter.write(model)
+        XCTAssertEqual(try HAProxyParser.parse(exported, file: "x").normalized(), model.normalized())
+        XCTAssertTrue(exported.contains("    server s2 10.0.0.2:80 weight 3 backup"), exported)
+        XCTAssertTrue(exported.contains("    option redispatch"), "haproxy's default differs: it must be explicit\n\(exported)")
+        XCTAssertTrue(exported.contains("    option forwardfor"), exported)
     }
 
     func testUsageMentionsEveryFlag() {
