@@ -426,7 +426,7 @@ final class HTTPConnectionStateMachineTests: XCTestCase {
         XCTAssertEqual(c.m.termination.description, "SH")
     }
 
-    func testKeepAliveRaceOnAReusedConnectionReconnectsToTheSameServerWithOneExtraAttempt() {
+    func testKeepAliveRaceOnAReusedConnectionReconnectsToTheSameServerWithoutSpendingARetry() {
         // retries 0: a fresh connection that fails empty gets no second chance...
         var fresh = Connection(retries: 0, redispatch: true)
         _ = fresh.request("GET / HTTP/1.1\r\nHost: a\r\n\r\n")
@@ -441,9 +441,22 @@ final class HTTPConnectionStateMachineTests: XCTestCase {
         XCTAssertFalse(c.m.connecting, "an idle connection counts as connected at once")
         XCTAssertEqual(c.m.serverFailed(now: c.now), .reconnect(server: 2), "the same server, even with redispatch")
         c.attach(2)
-        XCTAssertEqual(c.m.attempts, 2)
+        XCTAssertEqual(c.m.attempts, 1, "the race is not an attempt against retries")
         XCTAssertEqual(c.m.serverFailed(now: c.now), .respond(.badGateway), "only one extra attempt")
         XCTAssertEqual(c.m.termination.description, "SH")
+    }
+
+    func testConnectRefusedAfterAKeepAliveRaceStillGetsItsRetry() {
+        var c = Connection(retries: 1, redispatch: false)
+        _ = c.request("GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        c.attach(1, reused: true)
+        XCTAssertEqual(c.m.serverFailed(now: c.now), .reconnect(server: 1))
+        c.m.connectStarted(server: 1, reused: false, now: c.now)
+        XCTAssertEqual(c.m.connectFailed(timedOut: false, now: c.now), .reconnect(server: 1),
+                       "retries 1: the refused connect is the first attempt, so one retry is left")
+        c.m.connectStarted(server: 1, reused: false, now: c.now)
+        XCTAssertEqual(c.m.connectFailed(timedOut: false, now: c.now), .respond(.serviceUnavailable))
+        XCTAssertEqual(c.m.termination.description, "SC")
     }
 
     func testKeepAliveRaceStillObeysTheMethodRule() {
@@ -884,7 +897,20 @@ final class HTTPConnectionStateMachineTests: XCTestCase {
         _ = busy.request("GET / HTTP/1.1\r\nHost: a\r\n\r\n")
         busy.attach(0)
         XCTAssertEqual(busy.m.killed(), .close(log: true, abort: true))
-        XCTAssertEqual(busy.m.termination.description, "KD")
+        XCTAssertEqual(busy.m.termination.description, "KH", "waiting for the response head")
+
+        var connecting = Connection()
+        _ = connecting.request("GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        connecting.m.connectStarted(server: 0, reused: false, now: connecting.now)
+        XCTAssertEqual(connecting.m.killed(), .close(log: true, abort: true))
+        XCTAssertEqual(connecting.m.termination.description, "KC", "waiting for the connect")
+
+        var body = Connection()
+        _ = body.request("GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        body.attach(0)
+        body.responseHead("HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n")
+        XCTAssertEqual(body.m.killed(), .close(log: true, abort: true))
+        XCTAssertEqual(body.m.termination.description, "KD", "in the response body")
 
         var t = tunnel()
         XCTAssertEqual(t.m.killed(), .close(log: true, abort: true))

@@ -256,7 +256,12 @@ struct HTTPConnectionStateMachine {
             guard HTTPExchangePolicy.mayResend(request, attempts: attempts, retries: retry.retries, reusedConnection: reused) else {
                 return fail(.badGateway, .make("S", "H"), now: now)
             }
-            if reused { return .reconnect(server: server) }
+            if reused {
+                // The race is not the server's failure: the new connection is not one
+                // more attempt against `retries` either.
+                attempts -= 1
+                return .reconnect(server: server)
+            }
             switch retry.afterFailure(attempt: attempts, server: server) {
             case .anotherServer(let avoiding): return .connect(avoiding: avoiding)
             case .sameServer(let index): return .reconnect(server: index)
@@ -345,7 +350,10 @@ struct HTTPConnectionStateMachine {
     // MARK: time
 
     /// When the shell should call `timerFired`.
-    func deadline(clientInputPending: Bool, clientOutputPending: Bool) -> Int64 {
+    ///
+    /// `serverReadPaused`: the shell stopped reading the server because the client has
+    /// not taken what was read (backpressure).
+    func deadline(clientInputPending: Bool, clientOutputPending: Bool, serverReadPaused: Bool = false) -> Int64 {
         switch phase {
         case .awaitingRequest:
             if !clientInputPending && requestCount > 0 {
@@ -356,11 +364,14 @@ struct HTTPConnectionStateMachine {
             return (requestCount == 0 ? acceptedAt : max(firstByteAt, exchangeStartedAt)) + timeouts.httpRequest
         case .exchanging:
             if connecting { return connectStartedAt + timeouts.connect }
-            var next = lastServerIO + timeouts.server
+            // `timeout server` runs only while we wait on the server: not once its whole
+            // response is in, nor while we stopped reading it because the client is slow
+            // to take what we have (haproxy arms a side's timeout only while it may read).
+            var next = responseComplete || serverReadPaused ? Int64.max : lastServerIO + timeouts.server
             if !request.bodyComplete || clientOutputPending {
                 next = min(next, lastClientIO + timeouts.client)
             }
-            return next
+            return next == .max ? 0 : next
         case .tunnel:
             return min(lastClientIO + timeouts.client, lastServerIO + timeouts.server)
         case .lingering:
@@ -370,7 +381,8 @@ struct HTTPConnectionStateMachine {
         }
     }
 
-    mutating func timerFired(now: Int64, clientInputPending: Bool, clientOutputPending: Bool) -> Action {
+    mutating func timerFired(now: Int64, clientInputPending: Bool, clientOutputPending: Bool,
+                             serverReadPaused: Bool = false) -> Action {
         switch phase {
         case .awaitingRequest:
             guard now >= deadline(clientInputPending: clientInputPending, clientOutputPending: false) else { return .none }
@@ -392,7 +404,7 @@ struct HTTPConnectionStateMachine {
             if now >= lastClientIO + timeouts.client && (!request.bodyComplete || clientOutputPending) {
                 return abortExchange(.make("c", "D"))
             }
-            if now >= lastServerIO + timeouts.server && server >= 0 {
+            if now >= lastServerIO + timeouts.server && server >= 0 && !responseComplete && !serverReadPaused {
                 return abortExchange(.make("s", "D"))
             }
             return .none
@@ -419,7 +431,15 @@ struct HTTPConnectionStateMachine {
     /// The grace period is over.
     mutating func killed() -> Action {
         guard phase != .closed else { return .none }
-        termination = .make("K", phase == .awaitingRequest ? "R" : "D")
+        // haproxy's second letter: where the session was when it was killed.
+        let where_: Character
+        switch phase {
+        case .awaitingRequest: where_ = "R"
+        case .exchanging where connecting: where_ = "C"
+        case .exchanging where !responseHeadDone: where_ = "H"
+        default: where_ = "D"
+        }
+        termination = .make("K", where_)
         return closeNow(log: phase == .exchanging || phase == .tunnel, abort: true)
     }
 

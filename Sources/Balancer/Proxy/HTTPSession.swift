@@ -195,7 +195,7 @@ final class HTTPSession: EventHandler, ProxySession {
             server?.health.recordConnectFailure(now: loop.now)
         }
         perform(machine.timerFired(now: loop.now, clientInputPending: !clientIn.isEmpty,
-                                   clientOutputPending: !clientOut.isEmpty), loop: loop)
+                                   clientOutputPending: !clientOut.isEmpty, serverReadPaused: serverReadPaused), loop: loop)
         if !closed { advance(loop: loop) }
     }
 
@@ -237,7 +237,8 @@ final class HTTPSession: EventHandler, ProxySession {
         guard !closed else { return }
         releaseEmptyBuffers()
         updateInterest(loop: loop)
-        deadline = machine.deadline(clientInputPending: !clientIn.isEmpty, clientOutputPending: !clientOut.isEmpty)
+        deadline = machine.deadline(clientInputPending: !clientIn.isEmpty, clientOutputPending: !clientOut.isEmpty,
+                                    serverReadPaused: serverReadPaused)
         loop.scheduleDeadline(for: self)
     }
 
@@ -514,6 +515,12 @@ final class HTTPSession: EventHandler, ProxySession {
     }
 
     // MARK: server input
+
+    /// Reading the server stopped because the client has not taken what was read.
+    private var serverReadPaused: Bool {
+        clientOut.readableCount >= HTTPSession.highWater
+            || (splice?.downActive == true && splice!.down.pending > 0 && !splice!.down.destinationWritable)
+    }
 
     private func wantsServerInput() -> Bool {
         guard serverFD >= 0, !machine.connecting, !serverEOF else { return false }
