@@ -30,6 +30,24 @@ public struct HTTPTimeouts: Sendable, Equatable {
     }
 }
 
+/// What every connection of a frontend shares: its timeouts and its backend's retry
+/// rules. One object per frontend and table, referenced by each connection instead of
+/// copied into it (an idle connection's size is the memory it costs).
+final class HTTPSessionSettings: Sendable {
+    let timeouts: HTTPTimeouts
+    let retry: RetryPolicy
+
+    init(timeouts: HTTPTimeouts, retry: RetryPolicy) {
+        self.timeouts = timeouts
+        self.retry = retry
+    }
+
+    convenience init(frontend: Frontend, backend: BackendSettings) {
+        self.init(timeouts: HTTPTimeouts(frontend: frontend, backend: backend),
+                  retry: RetryPolicy(retries: backend.retries, redispatch: backend.redispatch))
+    }
+}
+
 struct HTTPConnectionStateMachine {
     enum Phase: Equatable {
         /// Waiting for (the rest of) a request head.
@@ -64,8 +82,9 @@ struct HTTPConnectionStateMachine {
         case close(log: Bool, abort: Bool)
     }
 
-    let timeouts: HTTPTimeouts
-    let retry: RetryPolicy
+    let settings: HTTPSessionSettings
+    var timeouts: HTTPTimeouts { settings.timeouts }
+    var retry: RetryPolicy { settings.retry }
 
     private(set) var phase = Phase.awaitingRequest
     private(set) var request = HTTPExchangePolicy.Request()
@@ -103,8 +122,11 @@ struct HTTPConnectionStateMachine {
     private(set) var lingerUntil: Int64 = 0
 
     init(timeouts: HTTPTimeouts, retry: RetryPolicy, now: Int64) {
-        self.timeouts = timeouts
-        self.retry = retry
+        self.init(settings: HTTPSessionSettings(timeouts: timeouts, retry: retry), now: now)
+    }
+
+    init(settings: HTTPSessionSettings, now: Int64) {
+        self.settings = settings
         self.acceptedAt = now
         self.exchangeStartedAt = now
         self.lastClientIO = now

@@ -51,6 +51,7 @@ final class HTTPSession: EventHandler, ProxySession {
     var serverFD: CInt = -1
     var server: Server?
     var serverUse = ServerUse()
+    var backend: BackendCounters { worker.backendCounters[frontend.backendIndex] }
     var serverIn = ByteBuffer.unallocated
     var serverOut = ByteBuffer.unallocated
     /// Bytes of `serverOut` already written. They are kept while the request may still be
@@ -63,13 +64,9 @@ final class HTTPSession: EventHandler, ProxySession {
     var serverWatchesOutput = false
     var serverHangupSeen = false
 
-    // The current exchange.
-    var requestBody = BodyProgress.done
-    var responseBody = BodyProgress.done
-    /// Content-Length bodies past `spliceThreshold` move through a pipe (see BodySplice).
-    var splice: BodySplice?
-    /// The request line, for the log line written when the exchange ends.
-    var requestLine = ByteBuffer.unallocated
+    // The current exchange. Its framing state, request line and body pipes live in an
+    // HTTPExchangeState borrowed from the loop for the exchange only.
+    var exchange: HTTPExchangeState?
     var bytesToClient = 0
     var requestWall: Int64
     /// Set when a step changed the session in a way earlier steps of the same round did
@@ -91,10 +88,7 @@ final class HTTPSession: EventHandler, ProxySession {
         self.frontend = frontend
         self.table = table
         self.requestWall = Posix.wallClockMilliseconds()
-        self.machine = HTTPConnectionStateMachine(
-            timeouts: HTTPTimeouts(frontend: frontend.config, backend: table.settings),
-            retry: RetryPolicy(retries: table.settings.retries, redispatch: table.settings.redispatch),
-            now: now)
+        self.machine = HTTPConnectionStateMachine(settings: worker.httpSettings[frontend.index], now: now)
     }
 
     // MARK: life cycle
@@ -139,8 +133,7 @@ final class HTTPSession: EventHandler, ProxySession {
             log(loop: loop)
             dropServer(reusable: reuseServer && serverIn.isEmpty && !serverEOF, loop: loop)
             if keepAlive {
-                requestBody = .done
-                responseBody = .done
+                endExchange()
                 bytesToClient = 0
                 machine.readyForNextRequest(now: loop.now)
                 releaseEmptyBuffers()
@@ -163,8 +156,8 @@ final class HTTPSession: EventHandler, ProxySession {
         // proves the socket drained (the EOF may still be queued behind the data).
         let hangup = !events.isDisjoint(with: [.readHangup, .hangup, .error])
         if side == 0 {
-            if input { clientReadable = true; splice?.up.sourceReadable = true }
-            if output { clientWritable = true; splice?.down.destinationWritable = true }
+            if input { clientReadable = true; exchange?.up.sourceReadable = true }
+            if output { clientWritable = true; exchange?.down.destinationWritable = true }
             if hangup { clientHangupSeen = true }
         } else {
             guard serverFD >= 0 else { return }
@@ -176,8 +169,8 @@ final class HTTPSession: EventHandler, ProxySession {
                     connectSucceeded(loop: loop)
                 }
             } else {
-                if input { serverReadable = true; splice?.down.sourceReadable = true }
-                if output { serverWritable = true; splice?.up.destinationWritable = true }
+                if input { serverReadable = true; exchange?.down.sourceReadable = true }
+                if output { serverWritable = true; exchange?.up.destinationWritable = true }
                 if hangup { serverHangupSeen = true }
             }
         }
@@ -250,7 +243,36 @@ final class HTTPSession: EventHandler, ProxySession {
         if clientOut.isEmpty { pool.giveBack(&clientOut) }
         if serverIn.isEmpty { pool.giveBack(&serverIn) }
         if serverOut.isEmpty { pool.giveBack(&serverOut) }
-        if phase != .exchanging { pool.giveBack(&requestLine) }
+    }
+
+    /// Borrows the exchange state (framing, request line, body pipes) from the loop.
+    @discardableResult
+    private func beginExchange() -> HTTPExchangeState {
+        if let exchange { return exchange }
+        let x = worker.takeExchangeState()
+        exchange = x
+        return x
+    }
+
+    /// Gives the exchange state back, with its request line buffer and any pipe.
+    private func endExchange() {
+        guard let x = exchange else { return }
+        exchange = nil
+        let pool = worker.pool
+        if let pipe = x.up.pipe { pool.give(pipe, empty: x.up.pending == 0) }
+        if let pipe = x.down.pipe { pool.give(pipe, empty: x.down.pending == 0) }
+        x.up = Relay()
+        x.down = Relay()
+        x.requestBody = .done
+        x.responseBody = .done
+        pool.giveBack(&x.requestLine)
+        worker.giveExchangeState(x)
+    }
+
+    /// A body is moving through a pipe, in either direction.
+    private var splicing: Bool {
+        guard let x = exchange else { return false }
+        return x.upActive || x.downActive
     }
 
     // MARK: client input
@@ -260,7 +282,7 @@ final class HTTPSession: EventHandler, ProxySession {
         case .awaitingRequest:
             return clientIn.readableCount <= worker.httpLimits.maxHeadBytes
         case .exchanging:
-            return !machine.request.bodyComplete && splice == nil
+            return !machine.request.bodyComplete && !splicing
                 && serverOut.readableCount - serverOutSent < HTTPSession.highWater
         case .tunnel:
             return serverOut.readableCount < HTTPSession.highWater
@@ -364,10 +386,11 @@ final class HTTPSession: EventHandler, ProxySession {
     }
 
     private func setBadRequestLine() {
-        worker.pool.borrow(&requestLine)
-        requestLine.clear()
+        let x = beginExchange()
+        worker.pool.borrow(&x.requestLine)
+        x.requestLine.clear()
         let text: StaticString = "<BADREQ>"
-        text.withUTF8Buffer { requestLine.append(UnsafeRawBufferPointer($0)) }
+        text.withUTF8Buffer { x.requestLine.append(UnsafeRawBufferPointer($0)) }
     }
 
     private func startExchange(_ head: HTTPHead, loop: EventLoop) {
@@ -375,14 +398,16 @@ final class HTTPSession: EventHandler, ProxySession {
         // update applies from the next request of an open keep-alive connection.
         table = worker.tables[frontend.backendIndex]
         requestWall = Posix.wallClockMilliseconds()
+        let x = beginExchange()
         var request = HTTPExchangePolicy.Request(head: head)
-        requestBody = BodyProgress(head.framing)
-        request.bodyComplete = requestBody.isDone
+        x.requestBody = BodyProgress(head.framing)
+        x.responseBody = .done
+        request.bodyComplete = x.requestBody.isDone
         let bytes = clientIn.readable
         // The request line, for the log (after any empty lines the parser skipped).
-        worker.pool.borrow(&requestLine)
-        requestLine.clear()
-        requestLine.append(UnsafeRawBufferPointer(rebasing: bytes[head.startLine]))
+        worker.pool.borrow(&x.requestLine)
+        x.requestLine.clear()
+        x.requestLine.append(UnsafeRawBufferPointer(rebasing: bytes[head.startLine]))
 
         worker.pool.borrow(&serverOut)
         serverOut.clear()
@@ -400,7 +425,7 @@ final class HTTPSession: EventHandler, ProxySession {
     }
 
     private func moveRequestBody(loop: EventLoop) -> Bool {
-        guard phase == .exchanging, !machine.request.bodyComplete, splice == nil else { return false }
+        guard phase == .exchanging, !machine.request.bodyComplete, !splicing, let x = exchange else { return false }
         if clientIn.isEmpty {
             if clientEOF {
                 // The client closed before sending its whole body.
@@ -408,7 +433,7 @@ final class HTTPSession: EventHandler, ProxySession {
             }
             return startRequestSplice(loop: loop)
         }
-        switch requestBody.take(from: clientIn.readable) {
+        switch x.requestBody.take(from: clientIn.readable) {
         case .invalid:
             perform(machine.requestBodyInvalid(now: loop.now), loop: loop)
             return false
@@ -440,7 +465,7 @@ final class HTTPSession: EventHandler, ProxySession {
             loop.setOwner(fd, to: self, side: 1)
             serverWatchesOutput = false
             machine.connectStarted(server: index, reused: true, now: loop.now)
-            serverUse.begin(server, backend: worker.backendCounters[frontend.backendIndex])
+            serverUse.begin(server, backend: backend)
             return
         }
         machine.connectStarted(server: index, reused: false, now: loop.now)
@@ -461,7 +486,7 @@ final class HTTPSession: EventHandler, ProxySession {
         machine.connected(now: loop.now)
         guard let server else { return }
         server.health.recordConnectSuccess()
-        serverUse.begin(server, backend: worker.backendCounters[frontend.backendIndex])
+        serverUse.begin(server, backend: backend)
     }
 
     private func connectFailed(timedOut: Bool, loop: EventLoop) {
@@ -474,7 +499,7 @@ final class HTTPSession: EventHandler, ProxySession {
     /// request, closed otherwise.
     private func dropServer(reusable: Bool, loop: EventLoop) {
         guard serverFD >= 0 else { return }
-        serverUse.end()
+        serverUse.end(server, backend: backend)
         if reusable, machine.server >= 0 {
             worker.idlePool.give(serverFD, backend: frontend.backendIndex, table: table, server: machine.server,
                                  watchingOutput: serverWatchesOutput)
@@ -519,7 +544,7 @@ final class HTTPSession: EventHandler, ProxySession {
     /// Reading the server stopped because the client has not taken what was read.
     private var serverReadPaused: Bool {
         clientOut.readableCount >= HTTPSession.highWater
-            || (splice?.downActive == true && splice!.down.pending > 0 && !splice!.down.destinationWritable)
+            || (exchange.map { $0.downActive && $0.down.pending > 0 && !$0.down.destinationWritable } ?? false)
     }
 
     private func wantsServerInput() -> Bool {
@@ -527,7 +552,7 @@ final class HTTPSession: EventHandler, ProxySession {
         switch phase {
         case .exchanging:
             return !machine.responseComplete && clientOut.readableCount < HTTPSession.highWater
-                && (splice == nil || !splice!.downActive)
+                && exchange?.downActive != true
         case .tunnel: return clientOut.readableCount < HTTPSession.highWater
         default: return false
         }
@@ -650,7 +675,7 @@ final class HTTPSession: EventHandler, ProxySession {
                                      into: &worker.scratch)
         appendScratchToClient()
         serverIn.consume(head.length)
-        responseBody = head.status == 101 ? .done : BodyProgress(framing)
+        exchange?.responseBody = head.status == 101 ? .done : BodyProgress(framing)
         // The request cannot be replayed once a response has begun: drop replay state
         // (after a 101, from here on it is a byte stream).
         serverOut.consume(serverOutSent)
@@ -659,10 +684,10 @@ final class HTTPSession: EventHandler, ProxySession {
     }
 
     private func moveResponseBody(loop: EventLoop) -> Bool {
-        guard !machine.responseComplete else { return false }
+        guard !machine.responseComplete, let x = exchange else { return false }
         if serverIn.isEmpty {
             if serverEOF {
-                if case .untilClose = responseBody {
+                if case .untilClose = x.responseBody {
                     machine.responseBodyComplete(byClose: true)
                     return true
                 }
@@ -671,7 +696,7 @@ final class HTTPSession: EventHandler, ProxySession {
             }
             return false
         }
-        switch responseBody.take(from: serverIn.readable) {
+        switch x.responseBody.take(from: serverIn.readable) {
         case .invalid:
             perform(machine.responseBodyInvalid(), loop: loop)
             return false
@@ -721,20 +746,18 @@ final class HTTPSession: EventHandler, ProxySession {
     /// Starts moving the rest of a large Content-Length request body with splice(2), once
     /// everything before it (head, buffered body bytes) went to the server.
     private func startRequestSplice(loop: EventLoop) -> Bool {
-        guard worker.splice, phase == .exchanging, splice == nil, clientIn.isEmpty, !clientEOF,
-              case .remaining(let count) = requestBody, count >= HTTPSession.spliceThreshold,
+        guard worker.splice, phase == .exchanging, let x = exchange, !x.upActive, clientIn.isEmpty, !clientEOF,
+              case .remaining(let count) = x.requestBody, count >= HTTPSession.spliceThreshold,
               serverFD >= 0, !machine.connecting, serverOut.readableCount == serverOutSent,
               let pipe = worker.pool.takePipe() else { return false }
-        let s = worker.takeBodySplice()
-        s.up = Relay()
-        s.up.source = clientFD
-        s.up.destination = serverFD
-        s.up.pipe = pipe
-        s.up.limit = count
-        s.up.sourceReadable = clientReadable
-        s.up.destinationWritable = serverWritable
-        s.upActive = true
-        splice = s
+        x.up = Relay()
+        x.up.source = clientFD
+        x.up.destination = serverFD
+        x.up.pipe = pipe
+        x.up.limit = count
+        x.up.sourceReadable = clientReadable
+        x.up.destinationWritable = serverWritable
+        x.upActive = true
         // What goes through the pipe is not kept: the request can no longer be replayed.
         machine.requestBody(count: 0, complete: false, bufferedRequestBytes: .max)
         return true
@@ -744,33 +767,30 @@ final class HTTPSession: EventHandler, ProxySession {
     /// the head and the buffered body bytes went to the client.
     private func startResponseSplice() -> Bool {
         guard worker.splice, phase == .exchanging, machine.responseHeadDone, !machine.responseComplete,
-              serverIn.isEmpty, clientOut.isEmpty, serverFD >= 0, !serverEOF,
-              case .remaining(let count) = responseBody, count >= HTTPSession.spliceThreshold,
-              splice == nil || !splice!.downActive,
+              let x = exchange, !x.downActive, serverIn.isEmpty, clientOut.isEmpty, serverFD >= 0, !serverEOF,
+              case .remaining(let count) = x.responseBody, count >= HTTPSession.spliceThreshold,
               let pipe = worker.pool.takePipe() else { return false }
-        let s = splice ?? worker.takeBodySplice()
-        s.down = Relay()
-        s.down.source = serverFD
-        s.down.destination = clientFD
-        s.down.pipe = pipe
-        s.down.limit = count
-        s.down.sourceReadable = serverReadable
-        s.down.destinationWritable = clientWritable
-        s.downActive = true
-        splice = s
+        x.down = Relay()
+        x.down.source = serverFD
+        x.down.destination = clientFD
+        x.down.pipe = pipe
+        x.down.limit = count
+        x.down.sourceReadable = serverReadable
+        x.down.destinationWritable = clientWritable
+        x.downActive = true
         return true
     }
 
     private func pumpSplice(loop: EventLoop) -> Bool {
         var progress = startResponseSplice()
-        guard let s = splice else { return progress }
-        if s.upActive {
-            let read = s.up.bytesRead, written = s.up.bytesWritten
-            let outcome = s.up.pump(budget: TCPSession.budget)
-            if s.up.bytesRead != read { machine.clientRead(now: loop.now) }
-            if s.up.bytesWritten != written { machine.serverWritten(now: loop.now); progress = true }
-            clientReadable = s.up.sourceReadable
-            serverWritable = s.up.destinationWritable
+        guard let x = exchange else { return progress }
+        if x.upActive {
+            let read = x.up.bytesRead, written = x.up.bytesWritten
+            let outcome = x.up.pump(budget: TCPSession.budget)
+            if x.up.bytesRead != read { machine.clientRead(now: loop.now) }
+            if x.up.bytesWritten != written { machine.serverWritten(now: loop.now); progress = true }
+            clientReadable = x.up.sourceReadable
+            serverWritable = x.up.destinationWritable
             switch outcome {
             case .sourceFailed:
                 perform(machine.clientFailed(), loop: loop)
@@ -779,14 +799,16 @@ final class HTTPSession: EventHandler, ProxySession {
                 serverFailed(loop: loop)
                 return false
             case .finished:
-                if s.up.endedEarly {
+                if x.up.endedEarly {
                     clientEOF = true
                     perform(machine.clientEOF(headPending: false, now: loop.now), loop: loop)
                     return false
                 }
-                machine.requestBody(count: s.up.bytesRead, complete: true, bufferedRequestBytes: .max)
-                requestBody = .done
-                endSplice(up: true)
+                machine.requestBody(count: x.up.bytesRead, complete: true, bufferedRequestBytes: .max)
+                x.requestBody = .done
+                endSplice(x.up.pipe, pending: x.up.pending)
+                x.up.pipe = nil
+                x.upActive = false
                 progress = true
             case .budgetExhausted:
                 loop.runAgain(self)
@@ -794,18 +816,18 @@ final class HTTPSession: EventHandler, ProxySession {
                 break
             }
         }
-        guard let s = splice, s.downActive else { return progress }
-        let read = s.down.bytesRead, written = s.down.bytesWritten
-        let outcome = s.down.pump(budget: TCPSession.budget)
-        if s.down.bytesRead != read { machine.serverRead(now: loop.now) }
-        if s.down.bytesWritten != written {
-            bytesToClient += s.down.bytesWritten - written
+        guard x.downActive, exchange === x else { return progress }
+        let read = x.down.bytesRead, written = x.down.bytesWritten
+        let outcome = x.down.pump(budget: TCPSession.budget)
+        if x.down.bytesRead != read { machine.serverRead(now: loop.now) }
+        if x.down.bytesWritten != written {
+            bytesToClient += x.down.bytesWritten - written
             machine.clientWritten(now: loop.now)
             machine.responseForwarded()
             progress = true
         }
-        serverReadable = s.down.sourceReadable
-        clientWritable = s.down.destinationWritable
+        serverReadable = x.down.sourceReadable
+        clientWritable = x.down.destinationWritable
         switch outcome {
         case .sourceFailed:
             serverFailed(loop: loop)
@@ -814,14 +836,16 @@ final class HTTPSession: EventHandler, ProxySession {
             perform(machine.clientFailed(), loop: loop)
             return false
         case .finished:
-            if s.down.endedEarly {
+            if x.down.endedEarly {
                 serverEOF = true
                 perform(machine.responseTruncated(), loop: loop)
                 return false
             }
-            responseBody = .done
+            x.responseBody = .done
             machine.responseBodyComplete(byClose: false)
-            endSplice(up: false)
+            endSplice(x.down.pipe, pending: x.down.pending)
+            x.down.pipe = nil
+            x.downActive = false
             progress = true
         case .budgetExhausted:
             loop.runAgain(self)
@@ -831,23 +855,10 @@ final class HTTPSession: EventHandler, ProxySession {
         return progress
     }
 
-    /// One direction's spliced body is over: its pipe (empty) goes back to the pool, and
-    /// the splice state too once neither direction uses it.
-    private func endSplice(up: Bool) {
-        guard let s = splice else { return }
-        if up {
-            if let pipe = s.up.pipe { worker.pool.give(pipe, empty: s.up.pending == 0) }
-            s.up.pipe = nil
-            s.upActive = false
-        } else {
-            if let pipe = s.down.pipe { worker.pool.give(pipe, empty: s.down.pending == 0) }
-            s.down.pipe = nil
-            s.downActive = false
-        }
-        if !s.upActive && !s.downActive {
-            worker.giveBodySplice(s)
-            splice = nil
-        }
+    /// A spliced body is over: its pipe goes back to the pool (closed if it still holds
+    /// bytes of an aborted transfer).
+    private func endSplice(_ pipe: PipePair?, pending: Int) {
+        if let pipe { worker.pool.give(pipe, empty: pending == 0) }
     }
 
     // MARK: ends of exchanges
@@ -861,7 +872,7 @@ final class HTTPSession: EventHandler, ProxySession {
             }
             return false
         case .exchanging:
-            guard machine.responseComplete, clientOut.isEmpty, splice == nil else { return false }
+            guard machine.responseComplete, clientOut.isEmpty, !splicing else { return false }
             perform(machine.exchangeFlushed(clientEOF: clientEOF, now: loop.now), loop: loop)
             // A pipelined request may already be waiting in clientIn.
             return phase == .awaitingRequest
@@ -875,16 +886,12 @@ final class HTTPSession: EventHandler, ProxySession {
     /// closes or the linger time is over.
     private func respond(_ error: ErrorResponse, loop: EventLoop) {
         dropServer(reusable: false, loop: loop)
-        let pool = worker.pool
-        if let s = splice {
-            if s.upActive { endSplice(up: true) }
-            if s.downActive { endSplice(up: false) }
-        }
-        pool.borrow(&clientOut)
+        worker.pool.borrow(&clientOut)
         clientOut.clear()
         error.bytes.withUnsafeBytes { clientOut.append($0) }
         bytesToClient = error.bytes.count
         log(loop: loop)
+        endExchange()
         clientIn.clear()
         serverIn.clear()
         serverOut.clear()
@@ -897,16 +904,7 @@ final class HTTPSession: EventHandler, ProxySession {
         closed = true
         deadline = 0
         dropServer(reusable: false, loop: loop)
-        if let s = splice {
-            if let pipe = s.up.pipe { worker.pool.give(pipe, empty: s.up.pending == 0) }
-            if let pipe = s.down.pipe { worker.pool.give(pipe, empty: s.down.pending == 0) }
-            s.up.pipe = nil
-            s.down.pipe = nil
-            s.upActive = false
-            s.downActive = false
-            worker.giveBodySplice(s)
-            splice = nil
-        }
+        endExchange()
         if abort { Posix.abortOnClose(clientFD) }
         Posix.close(clientFD)
         let pool = worker.pool
@@ -914,7 +912,6 @@ final class HTTPSession: EventHandler, ProxySession {
         pool.giveBack(&clientOut)
         pool.giveBack(&serverIn)
         pool.giveBack(&serverOut)
-        pool.giveBack(&requestLine)
         worker.httpSessionEnded(self, loop: loop)
         loop.deregister(self)
     }
@@ -924,9 +921,9 @@ final class HTTPSession: EventHandler, ProxySession {
     private func updateInterest(loop: EventLoop) {
         var clientNeeds = !clientOut.isEmpty && !clientWritable
         var serverNeeds = machine.connecting || (serverOut.readableCount > serverOutSent && !serverWritable)
-        if let s = splice {
-            if s.downActive && s.down.pending > 0 && !s.down.destinationWritable { clientNeeds = true }
-            if s.upActive && s.up.pending > 0 && !s.up.destinationWritable { serverNeeds = true }
+        if let x = exchange {
+            if x.downActive && x.down.pending > 0 && !x.down.destinationWritable { clientNeeds = true }
+            if x.upActive && x.up.pending > 0 && !x.up.destinationWritable { serverNeeds = true }
         }
         if clientNeeds != clientWatchesOutput {
             clientWatchesOutput = clientNeeds
@@ -955,15 +952,20 @@ final class HTTPSession: EventHandler, ProxySession {
                                        server: m.server >= 0 ? server : nil, termination: m.termination,
                                        retries: max(0, m.attempts - 1))
         AccessLog.http(context, timings: timings, status: m.status, bytes: bytesToClient,
-                       active: worker.shared.active.load(ordering: .relaxed), requestLine: requestLine.readable,
+                       active: worker.shared.active.load(ordering: .relaxed), requestLine: exchange?.requestLine.readable ?? UnsafeRawBufferPointer(start: nil, count: 0),
                        into: worker.log)
     }
 }
 
-/// The pipes of a session's spliced bodies, one relay per direction. Kept apart from
-/// HTTPSession (and pooled per loop) so that the many connections that never splice
-/// do not carry two relays each.
-final class BodySplice {
+/// What a connection needs only while an exchange is in flight: the framing state of
+/// both bodies, the request line for the log, and a relay per direction for bodies that
+/// move through a pipe. Borrowed from the loop for the exchange and given back after it
+/// (haproxy's split of connection and stream), so the many idle connections of a
+/// keep-alive client population do not carry it.
+final class HTTPExchangeState {
+    var requestBody = BodyProgress.done
+    var responseBody = BodyProgress.done
+    var requestLine = ByteBuffer.unallocated
     /// Client to server (request body).
     var up = Relay()
     var upActive = false

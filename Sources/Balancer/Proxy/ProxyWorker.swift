@@ -29,8 +29,11 @@ final class ProxyWorker: @unchecked Sendable {
     /// reused from head to head instead of being kept by each connection.
     var requestParser: HTTPHeadParser
     var responseParser: HTTPHeadParser
-    /// Splice state for HTTP bodies, reused across sessions.
-    private var bodySplices: [BodySplice] = []
+    /// Exchange state for HTTP sessions, reused across sessions.
+    private var exchangeStates: [HTTPExchangeState] = []
+    /// Per frontend: the timeouts and retry rules its HTTP connections share; rebuilt
+    /// when its backend's table changes.
+    private(set) var httpSettings: [HTTPSessionSettings]
     /// The process is shutting down: HTTP responses say `Connection: close`.
     var stopping = false
 
@@ -40,6 +43,7 @@ final class ProxyWorker: @unchecked Sendable {
         self.splice = splice
         self.httpLimits = httpLimits
         self.requestParser = HTTPHeadParser(kind: .request, limits: httpLimits)
+        self.httpSettings = frontends.map { HTTPSessionSettings(frontend: $0.config, backend: tables[$0.backendIndex].settings) }
         self.responseParser = HTTPHeadParser(kind: .response)
         peerText.reserveCapacity(64)
         self.idlePool = IdlePool(loop: loop, tables: tables)
@@ -65,14 +69,19 @@ final class ProxyWorker: @unchecked Sendable {
         guard table.generation > tables[index].generation else { return }
         tables[index] = table
         idlePool.tableChanged(backend: index, to: table)
+        for frontend in frontends where frontend.backendIndex == index {
+            httpSettings[frontend.index] = HTTPSessionSettings(frontend: frontend.config, backend: table.settings)
+        }
     }
 
-    func takeBodySplice() -> BodySplice {
-        bodySplices.popLast() ?? BodySplice()
+    func takeExchangeState() -> HTTPExchangeState {
+        exchangeStates.popLast() ?? HTTPExchangeState()
     }
 
-    func giveBodySplice(_ splice: BodySplice) {
-        if bodySplices.count < 256 { bodySplices.append(splice) }
+    func giveExchangeState(_ state: HTTPExchangeState) {
+        state.upActive = false
+        state.downActive = false
+        if exchangeStates.count < TransferPool.byteBufferHighWater { exchangeStates.append(state) }
     }
 
     /// Registers the listening sockets created for this loop.

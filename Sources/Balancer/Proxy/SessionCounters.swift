@@ -2,28 +2,27 @@
 // place for TCP and HTTP: a server "has" a session while a connection to it carries
 // that session's bytes, from the connect (or the reuse of an idle connection) to the
 // moment the session lets go of it.
-
+//
+// A session already keeps its server and backend, so this only remembers whether the
+// counters were raised (one byte per connection, not two references).
 struct ServerUse {
-    private(set) var server: Server?
-    private var backend: BackendCounters?
+    private(set) var isCounted = false
 
-    /// Counts `server` as serving this session. Ends any earlier use first.
+    /// Counts `server` as serving this session. The previous use must have ended.
     mutating func begin(_ server: Server, backend: BackendCounters) {
-        end()
+        precondition(!isCounted, "a server use that did not end")
         server.health.current.add(1, ordering: .relaxed)
         server.health.total.add(1, ordering: .relaxed)
         backend.current.add(1, ordering: .relaxed)
         backend.total.add(1, ordering: .relaxed)
-        self.server = server
-        self.backend = backend
+        isCounted = true
     }
 
-    /// The session no longer uses the server. Safe to call when nothing is counted.
-    mutating func end() {
-        guard let server, let backend else { return }
+    /// The session no longer uses `server`. Safe to call when nothing is counted.
+    mutating func end(_ server: Server?, backend: BackendCounters) {
+        guard isCounted, let server else { return }
         server.health.current.wrappingSubtract(1, ordering: .relaxed)
         backend.current.wrappingSubtract(1, ordering: .relaxed)
-        self.server = nil
-        self.backend = nil
+        isCounted = false
     }
 }

@@ -287,7 +287,7 @@ final class TCPSession: EventHandler, ProxySession {
         up.pipe = nil; down.pipe = nil; up.buffer = nil; down.buffer = nil
         // Log first: haproxy's counters in the line include the connection being logged.
         worker.sessionEnded(self, termination: termination, loop: loop)
-        serverUse.end()
+        serverUse.end(server, backend: worker.backendCounters[frontend.backendIndex])
         loop.deregister(self)
     }
 }
