@@ -27,7 +27,29 @@ public func releaseBalancerdPath() throws -> String {
             `swift build -c release --product balancerd` (.ci/run does), or set BALANCERD_RELEASE_BIN
             """)
     }
+    // A binary older than the sources would measure code that is no longer there.
+    if let built = modificationTime(path), let (newest, source) = newestSource(under: packageRoot() + "/Sources"), newest > built {
+        throw TestSupportError("""
+            the release balancerd at \(path) is older than \(source): rebuild it with \
+            `swift build -c release --product balancerd` (.ci/run does)
+            """)
+    }
     return path
+}
+
+private func modificationTime(_ path: String) -> Date? {
+    (try? FileManager.default.attributesOfItem(atPath: path))?[.modificationDate] as? Date
+}
+
+/// The most recently modified file under `directory`, and its time.
+private func newestSource(under directory: String) -> (Date, String)? {
+    guard let files = FileManager.default.enumerator(atPath: directory) else { return nil }
+    var newest: (Date, String)?
+    while let relative = files.nextObject() as? String {
+        let path = directory + "/" + relative
+        if let time = modificationTime(path), time > (newest?.0 ?? .distantPast) { newest = (time, path) }
+    }
+    return newest
 }
 
 /// `VmRSS` of process `pid`, in bytes.
