@@ -3,8 +3,9 @@
 // `retries` is the number of times a connection attempt is retried *on a server* when it is
 // refused or times out; only `option redispatch` allows a retry to go to another server.
 // Without it the request stays with the server it was assigned: 3 attempts there, then a
-// connection failure, which haproxy logs as `be/srv … 503 … SC-- …/2` in HTTP mode. TCP mode
-// and HTTP mode must try the same servers.
+// connection failure. haproxy 2.6 on this very configuration answers 503 and logs
+// `main main/dead 0/0/-1/-1/2003 503 217 - - SC-- 1/1/0/0/2 0/0 "GET / HTTP/1.1"`.
+// TCP mode and HTTP mode must try the same servers.
 //
 // Two servers, `dead` (a port nothing listens on) and `live`, in rotation, two requests:
 // one of them is assigned `dead` (a rotation over two servers reaches it within two picks,

@@ -52,11 +52,6 @@ public final class GatedHTTPServer: @unchecked Sendable {
         }
     }
 
-    /// Holds requests again from now on (those already released are answered).
-    public func close() {
-        gate.locked { gate.open = false }
-    }
-
     public func stop() {
         gate.locked {
             gate.stopped = true
