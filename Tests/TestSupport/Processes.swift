@@ -86,7 +86,9 @@ final class ChildProcess: @unchecked Sendable {
     // nil while running; the raw wait status once reaped.
     private let status = Protected<Int32?>(nil)
 
-    init(executable: String, arguments: [String]) throws {
+    /// `environment` adds to (or overrides) this process's environment for the child only,
+    /// e.g. `LD_PRELOAD`; the test process's own environment is never changed.
+    init(executable: String, arguments: [String], environment: [String: String] = [:]) throws {
         self.executable = executable
         var outPipe: [Int32] = [-1, -1]
         var errPipe: [Int32] = [-1, -1]
@@ -127,8 +129,14 @@ final class ChildProcess: @unchecked Sendable {
 
         let argv: [UnsafeMutablePointer<CChar>?] = ([executable] + arguments).map { strdup($0) } + [nil]
         defer { argv.forEach { free($0) } }
+        // nil: inherit `environ` as it is. Otherwise a copy with the additions.
+        let envp: [UnsafeMutablePointer<CChar>?]? = environment.isEmpty ? nil
+            : ProcessInfo.processInfo.environment.merging(environment) { _, added in added }
+                .map { strdup("\($0.key)=\($0.value)") } + [nil]
+        defer { envp?.forEach { free($0) } }
         var childPID: pid_t = 0
-        let rc = posix_spawn(&childPID, executable, &actions, &attr, argv, environ)
+        let rc = envp.map { posix_spawn(&childPID, executable, &actions, &attr, argv, $0) }
+            ?? posix_spawn(&childPID, executable, &actions, &attr, argv, environ)
         close(outPipe[1])
         close(errPipe[1])
         guard rc == 0 else {
@@ -260,9 +268,10 @@ public final class BalancerdProcess: @unchecked Sendable {
     }
 
     /// Starts `balancerd arguments`. Does not wait for anything; see `listenAddress`.
-    public init(arguments: [String], binary: String? = nil) throws {
+    /// `environment` is added to the inherited one (e.g. `LD_PRELOAD` for a malloc counter).
+    public init(arguments: [String], binary: String? = nil, environment: [String: String] = [:]) throws {
         self.arguments = arguments
-        child = try ChildProcess(executable: try binary ?? Self.binaryPath(), arguments: arguments)
+        child = try ChildProcess(executable: try binary ?? Self.binaryPath(), arguments: arguments, environment: environment)
     }
 
     /// Runs balancerd to completion (for `--help`, `check`, bad flags).
