@@ -7,7 +7,11 @@
 //
 // Offsets are 32-bit (a buffer never nears 4 GiB): every idle connection carries its
 // buffer headers, and 24 bytes instead of 32 each is part of keeping it small.
-struct ByteBuffer {
+//
+// The buffer owns its memory (~Copyable, freed in deinit), so a buffer can be neither
+// leaked nor shared by two connections by accident; the pool takes the memory back with
+// `releaseStorage()` instead of freeing it.
+struct ByteBuffer: ~Copyable {
     private var base: UnsafeMutableRawPointer?
     private var size: UInt32 = 0
     private var start: UInt32 = 0
@@ -22,13 +26,25 @@ struct ByteBuffer {
         base = nil
     }
 
+    /// A buffer over memory that `releaseStorage()` gave up earlier (the pool's).
+    init(adopting storage: UnsafeMutableRawPointer, capacity: Int) {
+        base = storage
+        size = UInt32(capacity)
+    }
+
+    deinit { base?.deallocate() }
+
+    /// Gives up the memory without freeing it: the pool keeps it for the next borrower.
+    consuming func releaseStorage() -> (storage: UnsafeMutableRawPointer, capacity: Int)? {
+        let storage = base.map { (storage: $0, capacity: Int(size)) }
+        discard self
+        return storage
+    }
+
     /// A buffer that holds no memory: what a session keeps while a side is idle.
     static var unallocated: ByteBuffer { ByteBuffer() }
 
     var isAllocated: Bool { base != nil }
-
-    /// Frees the storage. The buffer must not be used afterwards.
-    func deallocate() { base?.deallocate() }
 
     var capacity: Int { Int(size) }
     var reader: Int { Int(start) }
@@ -78,9 +94,6 @@ struct ByteBuffer {
         end += UInt32(bytes.count)
     }
 
-    mutating func append(_ bytes: [UInt8]) {
-        bytes.withUnsafeBytes { append($0) }
-    }
 
     mutating func clear() { start = 0; end = 0 }
 }

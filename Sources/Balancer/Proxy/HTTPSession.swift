@@ -29,7 +29,9 @@ final class HTTPSession: EventHandler, ProxySession {
     // makes on every access).
     unowned(unsafe) let worker: ProxyWorker
     let frontend: FrontendRuntime
-    let clientFD: CInt
+    /// Closed when the session is freed, right after `close` deregisters it.
+    let client: FileDescriptor
+    var clientFD: CInt { client.rawValue }
     let peer: SocketAddress
     var table: BackendTable
     var machine: HTTPConnectionStateMachine
@@ -83,7 +85,7 @@ final class HTTPSession: EventHandler, ProxySession {
 
     init(worker: ProxyWorker, client: CInt, peer: SocketAddress, frontend: FrontendRuntime, table: BackendTable, now: Int64) {
         self.worker = worker
-        self.clientFD = client
+        self.client = FileDescriptor(adopting: client)
         self.peer = peer
         self.frontend = frontend
         self.table = table
@@ -905,8 +907,9 @@ final class HTTPSession: EventHandler, ProxySession {
         deadline = 0
         dropServer(reusable: false, loop: loop)
         endExchange()
-        if abort { Posix.abortOnClose(clientFD) }
-        Posix.close(clientFD)
+        if abort { client.resetOnClose() }
+        // The descriptor itself closes when the session is freed: deregistering drops the
+        // loop's reference, and the caller's is the last.
         let pool = worker.pool
         pool.giveBack(&clientIn)
         pool.giveBack(&clientOut)

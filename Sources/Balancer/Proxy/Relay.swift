@@ -151,7 +151,8 @@ final class TransferPool {
         return .allocate(byteCount: TransferPool.bufferSize, alignment: 16)
     }
 
-    private var byteBuffers: [ByteBuffer] = []
+    /// Memory of returned HTTP buffers (see ByteBuffer.releaseStorage).
+    private var byteBuffers: [(storage: UnsafeMutableRawPointer, capacity: Int)] = []
     /// Buffers kept for reuse. Enough for the exchanges a loop has in flight at once under
     /// ordinary load; past it a burst's buffers go back to malloc, and `trimIfShrunk`
     /// hands the freed pages back to the kernel, so RSS returns after the burst.
@@ -164,7 +165,7 @@ final class TransferPool {
     func borrow(_ buffer: inout ByteBuffer) {
         guard !buffer.isAllocated else { return }
         if let pooled = byteBuffers.popLast() {
-            buffer = pooled
+            buffer = ByteBuffer(adopting: pooled.storage, capacity: pooled.capacity)
         } else {
             buffer = ByteBuffer(capacity: TransferPool.bufferSize)
         }
@@ -176,13 +177,12 @@ final class TransferPool {
         guard buffer.isAllocated else { return }
         var returned = ByteBuffer.unallocated
         swap(&returned, &buffer)
-        returned.clear()
         // A buffer that grew for one large message is not kept: it would pin that memory.
         if byteBuffers.count < TransferPool.byteBufferHighWater && returned.capacity <= 4 * TransferPool.bufferSize {
-            byteBuffers.append(returned)
+            if let storage = returned.releaseStorage() { byteBuffers.append(storage) }
         } else {
             freedSinceTrim += returned.capacity
-            returned.deallocate()
+            // `returned` frees its memory as it goes out of scope.
         }
     }
 
@@ -202,6 +202,6 @@ final class TransferPool {
     deinit {
         for pipe in pipes { Posix.close(pipe.read); Posix.close(pipe.write) }
         for buffer in buffers { buffer.deallocate() }
-        for buffer in byteBuffers { buffer.deallocate() }
+        for buffer in byteBuffers { buffer.storage.deallocate() }
     }
 }
