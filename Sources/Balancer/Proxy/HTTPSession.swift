@@ -287,7 +287,7 @@ final class HTTPSession: EventHandler, ProxySession {
             return !machine.request.bodyComplete && !splicing
                 && serverOut.readableCount - serverOutSent < HTTPSession.highWater
         case .tunnel:
-            return serverOut.readableCount < HTTPSession.highWater
+            return serverOut.readableCount < HTTPSession.highWater && !splicing
         case .lingering:
             return true
         case .closed:
@@ -555,7 +555,7 @@ final class HTTPSession: EventHandler, ProxySession {
         case .exchanging:
             return !machine.responseComplete && clientOut.readableCount < HTTPSession.highWater
                 && exchange?.downActive != true
-        case .tunnel: return clientOut.readableCount < HTTPSession.highWater
+        case .tunnel: return clientOut.readableCount < HTTPSession.highWater && !splicing
         default: return false
         }
     }
@@ -600,6 +600,7 @@ final class HTTPSession: EventHandler, ProxySession {
             if !serverIn.isEmpty {
                 worker.pool.borrow(&clientOut)
                 clientOut.append(serverIn.readable)
+                bytesToClient += serverIn.readableCount
                 serverIn.consume(serverIn.readableCount)
                 progress = true
             }
@@ -752,13 +753,8 @@ final class HTTPSession: EventHandler, ProxySession {
               case .remaining(let count) = x.requestBody, count >= HTTPSession.spliceThreshold,
               serverFD >= 0, !machine.connecting, serverOut.readableCount == serverOutSent,
               let pipe = worker.pool.takePipe() else { return false }
-        x.up = Relay()
-        x.up.source = clientFD
-        x.up.destination = serverFD
-        x.up.pipe = pipe
-        x.up.limit = count
-        x.up.sourceReadable = clientReadable
-        x.up.destinationWritable = serverWritable
+        x.up = Relay(from: clientFD, to: serverFD, pipe: pipe, limit: count,
+                     sourceReadable: clientReadable, destinationWritable: serverWritable)
         x.upActive = true
         // What goes through the pipe is not kept: the request can no longer be replayed.
         machine.requestBody(count: 0, complete: false, bufferedRequestBytes: .max)
@@ -772,19 +768,50 @@ final class HTTPSession: EventHandler, ProxySession {
               let x = exchange, !x.downActive, serverIn.isEmpty, clientOut.isEmpty, serverFD >= 0, !serverEOF,
               case .remaining(let count) = x.responseBody, count >= HTTPSession.spliceThreshold,
               let pipe = worker.pool.takePipe() else { return false }
-        x.down = Relay()
-        x.down.source = serverFD
-        x.down.destination = clientFD
-        x.down.pipe = pipe
-        x.down.limit = count
-        x.down.sourceReadable = serverReadable
-        x.down.destinationWritable = clientWritable
+        x.down = Relay(from: serverFD, to: clientFD, pipe: pipe, limit: count,
+                       sourceReadable: serverReadable, destinationWritable: clientWritable)
         x.downActive = true
         return true
     }
 
+    /// After a 101, once the bytes that came with the heads are delivered, the tunnel is
+    /// two relays through pipes, as in TCP mode. Without pipes it stays on the buffers.
+    private func startTunnelSplice() -> Bool {
+        guard worker.splice, phase == .tunnel, let x = exchange, !x.upActive, !x.downActive, serverFD >= 0,
+              clientIn.isEmpty, serverIn.isEmpty, clientOut.isEmpty, serverOut.readableCount == serverOutSent,
+              !clientEOF, !serverEOF, !clientShutdown, !serverShutdown,
+              let upPipe = worker.pool.takePipe() else { return false }
+        guard let downPipe = worker.pool.takePipe() else {
+            worker.pool.give(upPipe, empty: true)
+            return false
+        }
+        x.up = Relay(from: clientFD, to: serverFD, pipe: upPipe, limit: .max,
+                     sourceReadable: clientReadable, destinationWritable: serverWritable)
+        x.down = Relay(from: serverFD, to: clientFD, pipe: downPipe, limit: .max,
+                       sourceReadable: serverReadable, destinationWritable: clientWritable)
+        x.upActive = true
+        x.downActive = true
+        return true
+    }
+
+    /// One direction of a spliced tunnel reached EOF and delivered everything: pass the
+    /// FIN on (half-close); the tunnel ends when both did.
+    private func tunnelDirectionFinished(up: Bool, loop: EventLoop) {
+        if up {
+            clientEOF = true
+            Posix.shutdown(serverFD, .write)
+            serverShutdown = true
+        } else {
+            serverEOF = true
+            Posix.shutdown(clientFD, .write)
+            clientShutdown = true
+        }
+        if clientShutdown && serverShutdown { perform(machine.tunnelFinished(), loop: loop) }
+    }
+
     private func pumpSplice(loop: EventLoop) -> Bool {
         var progress = startResponseSplice()
+        if startTunnelSplice() { progress = true }
         guard let x = exchange else { return progress }
         if x.upActive {
             let read = x.up.bytesRead, written = x.up.bytesWritten
@@ -800,6 +827,9 @@ final class HTTPSession: EventHandler, ProxySession {
             case .destinationFailed:
                 serverFailed(loop: loop)
                 return false
+            case .finished where phase == .tunnel:
+                if !serverShutdown { tunnelDirectionFinished(up: true, loop: loop); progress = true }
+                if closed { return false }
             case .finished:
                 if x.up.endedEarly {
                     clientEOF = true
@@ -837,6 +867,8 @@ final class HTTPSession: EventHandler, ProxySession {
         case .destinationFailed:
             perform(machine.clientFailed(), loop: loop)
             return false
+        case .finished where phase == .tunnel:
+            if !clientShutdown { tunnelDirectionFinished(up: false, loop: loop); progress = true }
         case .finished:
             if x.down.endedEarly {
                 serverEOF = true

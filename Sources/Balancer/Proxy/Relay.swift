@@ -41,6 +41,19 @@ struct Relay {
     /// The source hit a real EOF before `limit` bytes.
     var endedEarly = false
 
+    init() {}
+
+    /// A relay through `pipe` that ends after `limit` bytes of the source (a body).
+    init(from source: CInt, to destination: CInt, pipe: PipePair, limit: Int,
+         sourceReadable: Bool, destinationWritable: Bool) {
+        self.source = source
+        self.destination = destination
+        self.pipe = pipe
+        self.limit = limit
+        self.sourceReadable = sourceReadable
+        self.destinationWritable = destinationWritable
+    }
+
     mutating func pump(budget: Int) -> Outcome {
         var moved = 0
         while true {
