@@ -96,6 +96,21 @@ public struct ChunkedDecoder: Sendable {
         trailerBytes = 0
     }
 
+    /// Chunk data still to come in the current chunk, 0 outside chunk data: what a caller
+    /// may move without looking at it (the proxy splices it), then report with `skipData`.
+    public var dataRemaining: Int {
+        if case .data = state { return remaining }
+        return 0
+    }
+
+    /// The caller moved `count` bytes of chunk data itself (at most `dataRemaining`).
+    public mutating func skipData(_ count: Int) {
+        guard case .data = state else { return }
+        precondition(count <= remaining, "skipped past the chunk")
+        remaining &-= count
+        if remaining == 0 { state = .dataCR }
+    }
+
     /// True once the last chunk and trailers were consumed.
     public var isComplete: Bool {
         if case .done = state { return true }

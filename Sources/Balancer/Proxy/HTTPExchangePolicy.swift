@@ -84,6 +84,30 @@ enum BodyProgress {
         return false
     }
 
+    /// Body bytes that may move without being looked at: the rest of a Content-Length
+    /// body, or the rest of the current chunk's data (its CRLF and the next size line
+    /// still go through `take`).
+    var spliceableBytes: Int {
+        switch self {
+        case .remaining(let n): return n
+        case .chunked(let decoder): return decoder.dataRemaining
+        default: return 0
+        }
+    }
+
+    /// `count` bytes (at most `spliceableBytes`) were moved without `take`.
+    mutating func spliced(_ count: Int) {
+        switch self {
+        case .remaining(let n):
+            self = n == count ? .done : .remaining(n - count)
+        case .chunked(var decoder):
+            decoder.skipData(count)
+            self = .chunked(decoder)
+        default:
+            break
+        }
+    }
+
     mutating func take(from input: UnsafeRawBufferPointer) -> Step {
         switch self {
         case .done:

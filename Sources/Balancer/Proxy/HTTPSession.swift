@@ -746,11 +746,11 @@ final class HTTPSession: EventHandler, ProxySession {
 
     // MARK: spliced bodies
 
-    /// Starts moving the rest of a large Content-Length request body with splice(2), once
-    /// everything before it (head, buffered body bytes) went to the server.
+    /// Starts moving the rest of a large Content-Length request body, or of a large chunk,
+    /// with splice(2), once everything before it went to the server.
     private func startRequestSplice(loop: EventLoop) -> Bool {
         guard worker.splice, phase == .exchanging, let x = exchange, !x.upActive, clientIn.isEmpty, !clientEOF,
-              case .remaining(let count) = x.requestBody, count >= HTTPSession.spliceThreshold,
+              case let count = x.requestBody.spliceableBytes, count >= HTTPSession.spliceThreshold,
               serverFD >= 0, !machine.connecting, serverOut.readableCount == serverOutSent,
               let pipe = worker.pool.takePipe() else { return false }
         x.up = Relay(from: clientFD, to: serverFD, pipe: pipe, limit: count,
@@ -761,12 +761,12 @@ final class HTTPSession: EventHandler, ProxySession {
         return true
     }
 
-    /// Starts moving the rest of a large Content-Length response body with splice(2), once
-    /// the head and the buffered body bytes went to the client.
+    /// Starts moving the rest of a large Content-Length response body, or of a large
+    /// chunk, with splice(2), once everything before it went to the client.
     private func startResponseSplice() -> Bool {
         guard worker.splice, phase == .exchanging, machine.responseHeadDone, !machine.responseComplete,
               let x = exchange, !x.downActive, serverIn.isEmpty, clientOut.isEmpty, serverFD >= 0, !serverEOF,
-              case .remaining(let count) = x.responseBody, count >= HTTPSession.spliceThreshold,
+              case let count = x.responseBody.spliceableBytes, count >= HTTPSession.spliceThreshold,
               let pipe = worker.pool.takePipe() else { return false }
         x.down = Relay(from: serverFD, to: clientFD, pipe: pipe, limit: count,
                        sourceReadable: serverReadable, destinationWritable: clientWritable)
@@ -836,8 +836,8 @@ final class HTTPSession: EventHandler, ProxySession {
                     perform(machine.clientEOF(headPending: false, now: loop.now), loop: loop)
                     return false
                 }
-                machine.requestBody(count: x.up.bytesRead, complete: true, bufferedRequestBytes: .max)
-                x.requestBody = .done
+                x.requestBody.spliced(x.up.bytesRead)
+                machine.requestBody(count: x.up.bytesRead, complete: x.requestBody.isDone, bufferedRequestBytes: .max)
                 endSplice(x.up.pipe, pending: x.up.pending)
                 x.up.pipe = nil
                 x.upActive = false
@@ -875,8 +875,10 @@ final class HTTPSession: EventHandler, ProxySession {
                 perform(machine.responseTruncated(), loop: loop)
                 return false
             }
-            x.responseBody = .done
-            machine.responseBodyComplete(byClose: false)
+            // A Content-Length body is over; a chunk's data is, and its CRLF and the next
+            // size line come through the buffers.
+            x.responseBody.spliced(x.down.bytesRead)
+            if x.responseBody.isDone { machine.responseBodyComplete(byClose: false) }
             endSplice(x.down.pipe, pending: x.down.pending)
             x.down.pipe = nil
             x.downActive = false
