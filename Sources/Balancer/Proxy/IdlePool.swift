@@ -3,9 +3,8 @@
 //
 // Lists are indexed by backend and by server index in the loop's current table of that
 // backend, so taking or parking a connection is two array indexings: no hashing and no
-// allocation per request (a dictionary keyed by server allocated on every take). When
-// the worker installs a new table, `tableChanged` moves the lists of the servers that
-// are still there to their new indices and closes the rest. A session holding an older
+// allocation per request. When the worker installs a new table, `tableChanged` moves the
+// lists of the servers that are still there to their new indices and closes the rest. A session holding an older
 // table (a request in flight across the swap) does not pool its connection.
 //
 // Idle connections stay in the loop's epoll set, watched through the owner table: a
