@@ -149,12 +149,24 @@ extension SocketAddress {
         var text = (Int64(0), Int64(0), Int64(0), Int64(0), Int64(0), Int64(0), Int64(0), Int64(0))  // 64 bytes
         return withUnsafeMutableBytes(of: &text) { raw in
             let out = raw.baseAddress!.assumingMemoryBound(to: CChar.self)
-            switch self {
-            case .v4(var a): _ = inet_ntop(AF_INET, &a.sin_addr, out, 64)
-            case .v6(var a): _ = inet_ntop(AF_INET6, &a.sin6_addr, out, 64)
-            }
             var length = 0
-            while length < 64 && raw[length] != 0 { length += 1 }
+            switch self {
+            case .v4(let a):
+                // By hand: glibc's inet_ntop formats IPv4 with sprintf, which showed in
+                // the per-request profile (X-Forwarded-For, log lines).
+                withUnsafeBytes(of: a.sin_addr.s_addr) { octets in
+                    for (i, octet) in octets.enumerated() {
+                        if i > 0 { raw[length] = UInt8(ascii: "."); length += 1 }
+                        if octet >= 100 { raw[length] = UInt8(ascii: "0") + octet / 100; length += 1 }
+                        if octet >= 10 { raw[length] = UInt8(ascii: "0") + octet / 10 % 10; length += 1 }
+                        raw[length] = UInt8(ascii: "0") + octet % 10
+                        length += 1
+                    }
+                }
+            case .v6(var a):
+                _ = inet_ntop(AF_INET6, &a.sin6_addr, out, 64)
+                while length < 64 && raw[length] != 0 { length += 1 }
+            }
             return body(UnsafeRawBufferPointer(rebasing: raw[0..<length]))
         }
     }
