@@ -34,6 +34,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 PROXIES = ["balancerd", "haproxy", "nginx"]
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+WRK_TIMEOUT = "10s"
 
 # wrk scenarios: key -> (mode, label, path, connections key, extra wrk arguments).
 SCENARIOS = {
@@ -306,7 +307,9 @@ class Bench:
 
     def wrk(self, port, path, conns, seconds, extra, pid):
         cpu0 = cpu_seconds(pid)
-        out = subprocess.run(["wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--latency", *extra,
+        # --timeout 10s: wrk's default of 2 s would drop the slowest responses of the
+        # 5,000-connection case from the latency figures and count them as errors.
+        out = subprocess.run(["wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--timeout", WRK_TIMEOUT, "--latency", *extra,
                               f"http://127.0.0.1:{port}{path}"],
                              capture_output=True, text=True, timeout=seconds + 120).stdout
         cpu = cpu_seconds(pid) - cpu0
@@ -600,6 +603,8 @@ def fmt_short(v):
         return "n/a"
     if v >= 10000:
         return f"{v / 1000:.1f}k"
+    if v >= 1000:
+        return f"{v:,.0f}"
     if v >= 100:
         return f"{v:.0f}"
     if v >= 10:
@@ -622,21 +627,30 @@ def rows(results, waves):
     out = []
     sc = results["scenarios"]
 
-    def add(label, unit, values, higher, target=""):
+    def add(label, unit, values, higher, target="", spread=None):
         out.append({"label": label, "unit": unit, "values": values, "higher_is_better": higher,
-                    "ratio": best_peer_ratio(values, higher), "target": target})
+                    "ratio": best_peer_ratio(values, higher), "target": target, "spread": spread})
+
+    def spread(lists):
+        """min and max over the rounds, when there was more than one."""
+        return {p: [min(v), max(v)] for p, v in lists.items() if len(v) > 1}
+
+    def over_rounds(entry, field):
+        return spread({p: [r[field] for r in entry[p]["rounds"] if r.get(field) is not None] for p in PROXIES})
 
     targets = {"http_keepalive": ("≥ 1.2×", "≤ 1.0×", "≥ 1.15×"), "http_close": ("≥ 1.1×", "", "")}
     for key, entry in sc.items():
         t = targets.get(key, ("", "", ""))
         label = f"{entry['label']} ({entry['connections']} conns)"
-        add(label, "req/s", {p: entry[p]["rps"] for p in PROXIES}, True, t[0])
-        add(label, "p99 ms", {p: entry[p]["p99_ms"] for p in PROXIES}, False, t[1])
+        add(label, "req/s", {p: entry[p]["rps"] for p in PROXIES}, True, t[0], over_rounds(entry, "rps"))
+        add(label, "p99 ms", {p: entry[p]["p99_ms"] for p in PROXIES}, False, t[1], over_rounds(entry, "p99_ms"))
         if entry["mode"] == "http" and key in ("http_keepalive", "http_keepalive_many"):
-            add(label, "requests per CPU-second", {p: entry[p]["req_per_cpu_s"] for p in PROXIES}, True, t[2])
+            add(label, "requests per CPU-second", {p: entry[p]["req_per_cpu_s"] for p in PROXIES}, True, t[2],
+                over_rounds(entry, "req_per_cpu_s"))
     if results["download"]:
         d = results["download"]
-        add("1 GiB download, HTTP mode", "MB/s", {p: d[p]["mb_s"] for p in PROXIES}, True)
+        add("1 GiB download, HTTP mode", "MB/s", {p: d[p]["mb_s"] for p in PROXIES}, True, "",
+            spread({p: d[p]["rounds"] for p in PROXIES}))
     m = results["memory"]
     if m:
         add("memory per idle keep-alive client connection", "KiB",
@@ -716,21 +730,28 @@ def markdown(doc):
         f"balancerd {mach['balancerd']} (commit {mach['balancerd_commit']}, release build), haproxy {mach['haproxy']}, "
         f"nginx {mach['nginx']}, wrk {mach['wrk']}, curl {mach['curl']}.",
         f"Loopback, one worker each (balancerd `--threads 1`, haproxy `nbthread 1`, nginx `worker_processes 1`), "
-        f"two nginx backends; `wrk -t1 -c{a['conns']} -d{a['seconds']}s --latency` per case "
+        f"two nginx backends; `wrk -t1 -c{a['conns']} -d{a['seconds']}s{' --timeout ' + a['wrk_timeout'] if a.get('wrk_timeout') else ''} --latency` per case "
         f"(`-c{a['many_conns']}` for the many-connections case), "
         f"{'median of ' + str(a['rounds']) + ' interleaved rounds' if a['rounds'] > 1 else 'one round'}. "
         f"HTTP mode: haproxy `mode http` with `http-reuse always`, nginx `proxy_pass` with upstream keepalive. "
         f"TCP mode: haproxy `mode tcp`, nginx `stream`.",
-        "Ratio: balancerd / best peer (the higher of haproxy and nginx where higher is better, the lower where lower is).",
+        "Ratio: balancerd / best peer (the higher of haproxy and nginx where higher is better, the lower where lower is)."
+        + (" Small figures: the lowest and highest of the rounds." if a["rounds"] > 1 else ""),
         "",
         "| case | unit | balancerd | haproxy | nginx | balancerd / best peer | target |",
         "|---|---|---|---|---|---|---|",
     ]
     for r in doc["rows"]:
-        v = r["values"]
+        v, sp = r["values"], r.get("spread") or {}
+
+        def cell(p):
+            text = fmt_num(v[p])
+            if p in sp:
+                text += f" <sub>{fmt_short(sp[p][0])}–{fmt_short(sp[p][1])}</sub>"
+            return f"**{text}**" if p == "balancerd" and not sp else text
         ratio = f"{r['ratio']:.2f}×" if r["ratio"] is not None else ""
-        lines.append(f"| {r['label']} | {r['unit']} | {fmt_num(v['balancerd'])} | {fmt_num(v['haproxy'])} | "
-                     f"{fmt_num(v['nginx'])} | {ratio} | {r['target']} |")
+        lines.append(f"| {r['label']} | {r['unit']} | {cell('balancerd')} | {cell('haproxy')} | "
+                     f"{cell('nginx')} | {ratio} | {r['target']} |")
     d = res["download"]
     if d:
         lines += ["", f"1 GiB download (curl, MB = 10⁶ bytes): balancerd HTTP mode {fmt_num(d['balancerd']['mb_s'])} MB/s, "
@@ -764,8 +785,9 @@ def markdown(doc):
     errs = [(k, p, e[p]["errors"], e[p]["non_2xx"]) for k, e in res["scenarios"].items() for p in PROXIES
             if e[p]["errors"] or e[p]["non_2xx"]]
     if errs:
-        lines += ["", "wrk reported errors: " + "; ".join(
-            f"{res['scenarios'][k]['label']} {p}: {e} socket errors, {n} non-2xx" for k, p, e, n in errs) + "."]
+        lines += ["", "wrk reported errors (all rounds): " + "; ".join(
+            f"{res['scenarios'][k]['label']} ({res['scenarios'][k]['connections']} conns) {p}: {e} socket errors, "
+            f"{n} non-2xx" for k, p, e, n in errs) + "."]
     return "\n".join(lines) + "\n"
 
 
@@ -836,7 +858,26 @@ def svg_chart(doc):
         c = 0 if cols[0] <= cols[1] else 1
         placed.append((panel, margin + c * (col_w + gap), cols[c]))
         cols[c] += panel_height(panel[3]) + 20
-    height = max(cols) + 40
+    # balancerd's own figures (no peer to compare with) as a text panel, in the shorter column.
+    notes = []
+    al = res["allocations"]
+    if al:
+        notes.append((f"{al['per_keepalive_request']:g}", "heap allocations per keep-alive request", "target 0"))
+        notes.append((f"{al['per_close_connection']:g}", "heap allocations per new connection (Connection: close)",
+                      "target ≤ 2"))
+    if res["download"]:
+        d = res["download"]
+        notes.append((f"{d['balancerd']['mb_s'] / d['balancerd_tcp']['mb_s']:.2f}×",
+                      "1 GiB download, HTTP mode / TCP mode", "target ≥ 0.9×"))
+    if m:
+        notes.append((f"{m['balancerd']['waves_ratio']:.2f}×", f"RSS after wave {a['waves']} / after wave 1",
+                      "target ≤ 1.10×"))
+    notes_at = None
+    if notes:
+        c = 0 if cols[0] <= cols[1] else 1
+        notes_at = (margin + c * (col_w + gap), cols[c])
+        cols[c] += 46 + 26 * len(notes) + 20
+    height = max(cols) + 24
 
     out.append(f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
                f'viewBox="0 0 {width} {height}" font-family="DejaVu Sans, Helvetica, Arial, sans-serif">')
@@ -844,6 +885,7 @@ def svg_chart(doc):
     out.append(f'<text x="{margin}" y="34" font-size="21" font-weight="bold" fill="#212529">'
                f'balancerd vs haproxy {esc(mach["haproxy"].split("-")[0])} vs nginx {esc(mach["nginx"])}</text>')
     sub1 = (f"{doc['date']} · {mach['nproc']} cores, {mach['cpu_model']}, kernel {mach['kernel']} · "
+            f"load average {doc['loadavg_start'].split()[0]} → {doc['loadavg_end'].split()[0]} · "
             f"{'quick run, one round' if a['quick'] else 'median of ' + str(a['rounds']) + ' interleaved rounds'}")
     sub2 = (f"loopback, one worker each, wrk -t1 -c{a['conns']} -d{a['seconds']}s, two nginx backends · "
             f"bars scaled within each group · ratio = balancerd / best peer")
@@ -882,16 +924,18 @@ def svg_chart(doc):
                            f'{esc(fmt_short(v) + (unit if v is not None else ""))}</text>')
                 y += bar_h + bar_gap
             y += group_gap
-    footer = []
-    al = res["allocations"]
-    if al:
-        footer.append(f"balancerd heap allocations: {al['per_keepalive_request']:g} per keep-alive request, "
-                      f"{al['per_close_connection']:g} per new connection (Connection: close)")
-    if res["download"]:
-        d = res["download"]
-        footer.append(f"HTTP / TCP download: {d['balancerd']['mb_s'] / d['balancerd_tcp']['mb_s']:.2f}×")
-    if footer:
-        out.append(f'<text x="{margin}" y="{height - 16}" font-size="13" fill="#212529">{esc(" · ".join(footer))}</text>')
+    if notes_at:
+        x0, y0 = notes_at
+        out.append(f'<text x="{x0}" y="{y0 + 22}" font-size="16" font-weight="bold" fill="#212529">balancerd alone'
+                   f'<tspan dx="10" font-size="12" font-weight="normal" fill="#868e96">the targets of issue 8</tspan></text>')
+        out.append(f'<line x1="{x0}" y1="{y0 + 30}" x2="{x0 + col_w}" y2="{y0 + 30}" stroke="#dee2e6"/>')
+        y = y0 + 52
+        for value, text, target in notes:
+            out.append(f'<text x="{x0 + label_w - 6}" y="{y}" font-size="15" font-weight="bold" text-anchor="end" '
+                       f'fill="{COLORS["balancerd"]}">{esc(value)}</text>')
+            out.append(f'<text x="{x0 + label_w + 4}" y="{y}" font-size="13" fill="#212529">{esc(text)}'
+                       f'<tspan dx="8" fill="#868e96">{esc(target)}</tspan></text>')
+            y += 26
     out.append("</svg>")
     return "\n".join(out) + "\n"
 
@@ -955,7 +999,7 @@ def main():
         "settings": {"quick": q, "seconds": a.seconds, "rounds": a.rounds, "conns": a.conns,
                      "many_conns": a.many_conns, "idle_conns": a.idle_conns, "waves": a.waves,
                      "alloc_requests": a.alloc_requests, "alloc_connections": a.alloc_connections,
-                     "cases": a.scenarios, "open_file_limit": hard},
+                     "cases": a.scenarios, "open_file_limit": hard, "wrk_timeout": WRK_TIMEOUT},
         "machine": machine_facts(a.balancerd),
         "loadavg_start": loadavg(),
     }
