@@ -745,10 +745,10 @@ def markdown(doc):
         v, sp = r["values"], r.get("spread") or {}
 
         def cell(p):
-            text = fmt_num(v[p])
+            text = f"**{fmt_num(v[p])}**" if p == "balancerd" else fmt_num(v[p])
             if p in sp:
                 text += f" <sub>{fmt_short(sp[p][0])}–{fmt_short(sp[p][1])}</sub>"
-            return f"**{text}**" if p == "balancerd" and not sp else text
+            return text
         ratio = f"{r['ratio']:.2f}×" if r["ratio"] is not None else ""
         lines.append(f"| {r['label']} | {r['unit']} | {cell('balancerd')} | {cell('haproxy')} | "
                      f"{cell('nginx')} | {ratio} | {r['target']} |")
