@@ -94,11 +94,15 @@ let proxy: Proxy
 do {
     // BALANCERD_LISTENER=shared switches to one listener shared by all loops instead of
     // one SO_REUSEPORT listener per loop; only Benchmarks/run uses it, to compare.
-    // BALANCERD_SPLICE=off forwards through buffers instead of pipes, for the same purpose.
+    // BALANCERD_SPLICE=off forwards through buffers instead of pipes, and
+    // BALANCERD_SPLICE_THRESHOLD=BYTES moves HTTP mode's splice threshold, for the same purpose.
     let shared = getenv("BALANCERD_LISTENER").map { String(cString: $0) } == "shared"
     let splice = getenv("BALANCERD_SPLICE").map { String(cString: $0) } != "off"
-    proxy = try Proxy(configuration: configuration,
-                      options: ProxyOptions(threads: threads, quiet: options.quiet, reusePort: !shared, splice: splice))
+    var proxyOptions = ProxyOptions(threads: threads, quiet: options.quiet, reusePort: !shared, splice: splice)
+    if let threshold = getenv("BALANCERD_SPLICE_THRESHOLD").flatMap({ Int(String(cString: $0)) }), threshold > 0 {
+        proxyOptions.spliceThreshold = threshold
+    }
+    proxy = try Proxy(configuration: configuration, options: proxyOptions)
 } catch {
     fail("balancerd: \(error)", code: 1)
 }

@@ -46,7 +46,7 @@ enum AccessLog {
     /// haproxy's httplog: `%ci:%cp [%tr] %ft %b/%s %TR/%Tw/%Tc/%Tr/%Ta %ST %B %CC %CS
     /// %tsc %ac/%fc/%bc/%sc/%rc %sq/%bq %{+Q}r`
     static func http(_ c: AccessLogContext, timings t: HTTPTimings, status: Int, bytes: Int, active: Int,
-                     requestLine: UnsafeRawBufferPointer, into log: LogBuffer) {
+                     requestLine: [UInt8], into log: LogBuffer) {
         prefix(c, into: log)
         log.append(UInt8(ascii: " "))
         log.append(t.request)

@@ -78,10 +78,6 @@ final class HTTPSession: EventHandler, ProxySession {
     /// Backpressure: stop reading a side while this much waits for the other.
     static let highWater = 64 * 1024
     static let readChunk = 16 * 1024
-    /// Bodies with at least this much left after their head move with splice(2). Below
-    /// it the buffered path is as fast (the bytes are already in the buffer that read the
-    /// head, and a pipe costs two extra system calls per chunk); see Benchmarks/README.md.
-    static let spliceThreshold = 64 * 1024
 
     init(worker: ProxyWorker, client: CInt, peer: SocketAddress, frontend: FrontendRuntime, table: BackendTable, now: Int64) {
         self.worker = worker
@@ -267,7 +263,6 @@ final class HTTPSession: EventHandler, ProxySession {
         x.down = Relay()
         x.requestBody = .done
         x.responseBody = .done
-        pool.giveBack(&x.requestLine)
         worker.giveExchangeState(x)
     }
 
@@ -389,10 +384,9 @@ final class HTTPSession: EventHandler, ProxySession {
 
     private func setBadRequestLine() {
         let x = beginExchange()
-        worker.pool.borrow(&x.requestLine)
-        x.requestLine.clear()
+        x.requestLine.removeAll(keepingCapacity: true)
         let text: StaticString = "<BADREQ>"
-        text.withUTF8Buffer { x.requestLine.append(UnsafeRawBufferPointer($0)) }
+        text.withUTF8Buffer { x.requestLine.append(contentsOf: $0) }
     }
 
     private func startExchange(_ head: HTTPHead, loop: EventLoop) {
@@ -407,9 +401,8 @@ final class HTTPSession: EventHandler, ProxySession {
         request.bodyComplete = x.requestBody.isDone
         let bytes = clientIn.readable
         // The request line, for the log (after any empty lines the parser skipped).
-        worker.pool.borrow(&x.requestLine)
-        x.requestLine.clear()
-        x.requestLine.append(UnsafeRawBufferPointer(rebasing: bytes[head.startLine]))
+        x.requestLine.removeAll(keepingCapacity: true)
+        x.requestLine.append(contentsOf: UnsafeRawBufferPointer(rebasing: bytes[head.startLine]))
 
         worker.pool.borrow(&serverOut)
         serverOut.clear()
@@ -750,7 +743,7 @@ final class HTTPSession: EventHandler, ProxySession {
     /// with splice(2), once everything before it went to the server.
     private func startRequestSplice(loop: EventLoop) -> Bool {
         guard worker.splice, phase == .exchanging, let x = exchange, !x.upActive, clientIn.isEmpty, !clientEOF,
-              case let count = x.requestBody.spliceableBytes, count >= HTTPSession.spliceThreshold,
+              case let count = x.requestBody.spliceableBytes, count >= worker.spliceThreshold,
               serverFD >= 0, !machine.connecting, serverOut.readableCount == serverOutSent,
               let pipe = worker.pool.takePipe() else { return false }
         x.up = Relay(from: clientFD, to: serverFD, pipe: pipe, limit: count,
@@ -766,7 +759,7 @@ final class HTTPSession: EventHandler, ProxySession {
     private func startResponseSplice() -> Bool {
         guard worker.splice, phase == .exchanging, machine.responseHeadDone, !machine.responseComplete,
               let x = exchange, !x.downActive, serverIn.isEmpty, clientOut.isEmpty, serverFD >= 0, !serverEOF,
-              case let count = x.responseBody.spliceableBytes, count >= HTTPSession.spliceThreshold,
+              case let count = x.responseBody.spliceableBytes, count >= worker.spliceThreshold,
               let pipe = worker.pool.takePipe() else { return false }
         x.down = Relay(from: serverFD, to: clientFD, pipe: pipe, limit: count,
                        sourceReadable: serverReadable, destinationWritable: clientWritable)
@@ -989,7 +982,7 @@ final class HTTPSession: EventHandler, ProxySession {
                                        server: m.server >= 0 ? server : nil, termination: m.termination,
                                        retries: max(0, m.attempts - 1))
         AccessLog.http(context, timings: timings, status: m.status, bytes: bytesToClient,
-                       active: worker.shared.active.load(ordering: .relaxed), requestLine: exchange?.requestLine.readable ?? UnsafeRawBufferPointer(start: nil, count: 0),
+                       active: worker.shared.active.load(ordering: .relaxed), requestLine: exchange?.requestLine ?? [],
                        into: worker.log)
     }
 }
@@ -1002,7 +995,13 @@ final class HTTPSession: EventHandler, ProxySession {
 final class HTTPExchangeState {
     var requestBody = BodyProgress.done
     var responseBody = BodyProgress.done
-    var requestLine = ByteBuffer.unallocated
+    /// Kept with its capacity from exchange to exchange (states are pooled), so it costs
+    /// an allocation only for a request line longer than any before.
+    var requestLine: [UInt8] = {
+        var line: [UInt8] = []
+        line.reserveCapacity(256)
+        return line
+    }()
     /// Client to server (request body).
     var up = Relay()
     var upActive = false

@@ -16,6 +16,9 @@ public struct ProxyOptions: Sendable {
     public var splice: Bool
     /// Where the access log lines go (stderr by default); see `LogSink`.
     public var logSink: LogSink
+    /// HTTP mode: a body (or chunk) with at least this many bytes left after what was
+    /// read with its head moves with splice(2); see Benchmarks/README.md for why 64 KiB.
+    public var spliceThreshold = 64 * 1024
 
     public init(threads: Int, quiet: Bool, reusePort: Bool = true, splice: Bool = true, logSink: LogSink = .standardError) {
         self.threads = threads
@@ -91,7 +94,8 @@ public final class Proxy: @unchecked Sendable {
         for index in 0..<max(1, options.threads) {
             let loop = try EventLoop(index: index)
             workers.append(ProxyWorker(loop: loop, shared: shared, frontends: frontends,
-                                       backendCounters: backendCounters, tables: initial, splice: options.splice))
+                                       backendCounters: backendCounters, tables: initial, splice: options.splice,
+                                       spliceThreshold: options.spliceThreshold))
             workers[index].log.sink = options.logSink
         }
         try bindListeners()

@@ -14,6 +14,8 @@ final class ProxyWorker: @unchecked Sendable {
     let log = LogBuffer()
     /// Forward through pipes with splice(2) (true) or through buffers (false).
     let splice: Bool
+    /// Bodies with at least this much left move through a pipe (HTTPSession).
+    let spliceThreshold: Int
     private var lastShortageLog: Int64 = 0
     /// HTTP mode: idle keep-alive connections to servers, per server.
     let idlePool: IdlePool
@@ -29,6 +31,8 @@ final class ProxyWorker: @unchecked Sendable {
     /// reused from head to head instead of being kept by each connection.
     var requestParser: HTTPHeadParser
     var responseParser: HTTPHeadParser
+    /// Wakes the loop to give back pooled memory a burst left behind.
+    private let sweeper = PoolSweeper()
     /// Exchange state for HTTP sessions, reused across sessions.
     private var exchangeStates: [HTTPExchangeState] = []
     /// Per frontend: the timeouts and retry rules its HTTP connections share; rebuilt
@@ -38,7 +42,9 @@ final class ProxyWorker: @unchecked Sendable {
     var stopping = false
 
     init(loop: EventLoop, shared: ProxyShared, frontends: [FrontendRuntime], backendCounters: [BackendCounters],
-         tables: [BackendTable], splice: Bool, httpLimits: HTTPHeadParser.Limits = .init()) {
+         tables: [BackendTable], splice: Bool, spliceThreshold: Int = 64 * 1024,
+         httpLimits: HTTPHeadParser.Limits = .init()) {
+        self.spliceThreshold = spliceThreshold
         self.loop = loop
         self.splice = splice
         self.httpLimits = httpLimits
@@ -55,8 +61,11 @@ final class ProxyWorker: @unchecked Sendable {
         loop.endOfIteration = { [unowned self] in
             self.log.flush()
             self.pool.trimIfShrunk()
+            self.sweeper.armIfNeeded(loop: self.loop, pool: self.pool)
         }
         idlePool.attach()
+        loop.register(sweeper)
+        sweeper.pool = pool
     }
 
     deinit {
@@ -170,4 +179,29 @@ final class ProxyWorker: @unchecked Sendable {
                       totalMilliseconds: Int((loop.now - s.acceptedAt) / 1_000_000), bytes: s.down.bytesWritten,
                       active: shared.active.load(ordering: .relaxed), into: log)
     }
+}
+
+/// A timer for TransferPool.sweep: armed while the pool holds more than its reserve, so an
+/// idle loop (blocked in epoll_wait) still gives a burst's buffers back.
+final class PoolSweeper: EventHandler {
+    var registration = EventLoop.Registration.none
+    var deadline: Int64 = 0
+    var filedDeadline: Int64 = 0
+    weak var pool: TransferPool?
+
+    func armIfNeeded(loop: EventLoop, pool: TransferPool) {
+        guard deadline == 0, pool.holdsSpareBuffers else { return }
+        deadline = loop.now + TransferPool.sweepInterval
+        loop.scheduleDeadline(for: self)
+    }
+
+    func deadlineReached(loop: EventLoop) {
+        deadline = 0
+        guard let pool else { return }
+        pool.sweep(now: loop.now)
+        armIfNeeded(loop: loop, pool: pool)
+    }
+
+    func ready(_ events: Epoll.Events, side: Int, loop: EventLoop) {}
+    func resume(loop: EventLoop) {}
 }

@@ -167,9 +167,15 @@ final class TransferPool {
     /// Memory of returned HTTP buffers (see ByteBuffer.releaseStorage).
     private var byteBuffers: [(storage: UnsafeMutableRawPointer, capacity: Int)] = []
     /// Buffers kept for reuse. Enough for the exchanges a loop has in flight at once under
-    /// ordinary load; past it a burst's buffers go back to malloc, and `trimIfShrunk`
-    /// hands the freed pages back to the kernel, so RSS returns after the burst.
+    /// ordinary load; past it a burst's buffers go back to malloc at once. Below it, the
+    /// buffers no exchange needed for a whole second are freed too (`sweep`), down to
+    /// `byteBufferReserve`, so that the memory of a burst does not stay with the idle
+    /// connections after it.
     static let byteBufferHighWater = 128
+    static let byteBufferReserve = 8
+    /// The fewest buffers the pool held since the last sweep: that many were not needed.
+    private var byteBufferLowWater = 0
+    private var lastSweep: Int64 = 0
     private var freedSinceTrim = 0
 
     /// Borrows a buffer for HTTP mode (16 KiB to start) into `buffer`, which must be
@@ -178,6 +184,7 @@ final class TransferPool {
     func borrow(_ buffer: inout ByteBuffer) {
         guard !buffer.isAllocated else { return }
         if let pooled = byteBuffers.popLast() {
+            if byteBuffers.count < byteBufferLowWater { byteBufferLowWater = byteBuffers.count }
             buffer = ByteBuffer(adopting: pooled.storage, capacity: pooled.capacity)
         } else {
             buffer = ByteBuffer(capacity: TransferPool.bufferSize)
@@ -203,9 +210,29 @@ final class TransferPool {
     /// it to return them (malloc_trim also releases free pages inside the heap, not only
     /// at its top). Called from the loop's end of iteration; cheap when nothing was freed.
     func trimIfShrunk() {
-        guard freedSinceTrim >= 4 << 20 else { return }
+        guard freedSinceTrim >= 1 << 20 else { return }
         freedSinceTrim = 0
         Posix.releaseFreeMemory()
+    }
+
+    static let sweepInterval: Int64 = 1_000_000_000
+
+    /// Whether a sweep could free something: the worker keeps a timer armed while so.
+    var holdsSpareBuffers: Bool { byteBuffers.count > TransferPool.byteBufferReserve }
+
+    /// Once a second (see ProxyWorker's PoolSweeper): frees the pooled
+    /// buffers that stayed unused for the whole second, beyond a small reserve.
+    func sweep(now: Int64) {
+        guard now - lastSweep >= TransferPool.sweepInterval else { return }
+        lastSweep = now
+        var unused = min(byteBufferLowWater, byteBuffers.count) - TransferPool.byteBufferReserve
+        while unused > 0, let pooled = byteBuffers.popLast() {
+            pooled.storage.deallocate()
+            freedSinceTrim += pooled.capacity
+            unused -= 1
+        }
+        byteBufferLowWater = byteBuffers.count
+        trimIfShrunk()
     }
 
     func give(_ buffer: UnsafeMutableRawBufferPointer) {
