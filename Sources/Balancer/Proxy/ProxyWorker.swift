@@ -102,9 +102,7 @@ final class ProxyWorker: @unchecked Sendable {
     }
 
     func startSession(client: CInt, peer: SocketAddress, frontend: FrontendRuntime) {
-        // Nagle would hold back the tail of every response we relay until the client's
-        // delayed ACK (40 ms): the client already chose its segment sizes.
-        Socket.setNoDelay(client)
+        // TCP_NODELAY comes from the listener (see Socket.listen).
         frontend.current.add(1, ordering: .relaxed)
         frontend.total.add(1, ordering: .relaxed)
         switch frontend.config.mode {

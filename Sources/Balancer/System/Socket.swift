@@ -11,6 +11,11 @@ public enum Socket {
             try Posix.setOption(fd, level: SOL_SOCKET, name: SO_REUSEADDR, value: 1)
             if reusePort { try Posix.setOption(fd, level: SOL_SOCKET, name: SO_REUSEPORT, value: 1) }
             if case .v6 = address { try Posix.setOption(fd, level: Int32(IPPROTO_IPV6), name: IPV6_V6ONLY, value: 1) }
+            // Accepted sockets inherit TCP_NODELAY from their listener (Linux clones the
+            // listener's socket), which saves a setsockopt per connection. Nagle would
+            // hold back the tail of every response we relay until the client's delayed
+            // ACK (40 ms): the client already chose its segment sizes.
+            try Posix.setOption(fd, level: Int32(IPPROTO_TCP), name: TCP_NODELAY, value: 1)
             try Posix.bind(fd, to: address)
             try Posix.listen(fd, backlog: backlog)
             return fd
