@@ -404,14 +404,29 @@ final class HTTPSession: EventHandler, ProxySession {
         x.requestLine.removeAll(keepingCapacity: true)
         x.requestLine.append(contentsOf: UnsafeRawBufferPointer(rebasing: bytes[head.startLine]))
 
-        worker.pool.borrow(&serverOut)
-        serverOut.clear()
-        serverOutSent = 0
         worker.peerText.removeAll(keepingCapacity: true)
         if frontend.config.forwardFor { peer.withNumericHost { worker.peerText.append(contentsOf: $0) } }
         HTTPHeadWriter.writeRequest(head, from: bytes, clientAddress: worker.peerText,
                                     forwardFor: frontend.config.forwardFor, keepAliveToServer: true,
                                     into: &worker.scratch)
+        // The request waits in `serverOut` until its response starts (for a replay): a
+        // request that is all here and small waits in a small buffer.
+        serverOutSent = 0
+        worker.pool.giveBack(&serverOut)   // (empty) whatever size the last request needed
+        do {
+            let bodyHere = bytes.count - head.length
+            let whole: Int? = switch head.framing {
+            case .none: 0
+            case .contentLength(let n) where n <= bodyHere: n
+            default: nil
+            }
+            if let whole, worker.scratch.count + whole <= TransferPool.smallBufferSize {
+                worker.pool.borrowSmall(&serverOut)
+            } else {
+                worker.pool.borrow(&serverOut)
+            }
+        }
+        serverOut.clear()
         worker.scratch.withUnsafeBytes { serverOut.append($0) }
         worker.scratch.removeAll(keepingCapacity: true)
         clientIn.consume(head.length)

@@ -191,14 +191,42 @@ final class TransferPool {
         }
     }
 
+    /// Small buffers, for what waits only a little: the copy of a small request kept for
+    /// a replay while its response is awaited. With many requests in flight, a 16 KiB
+    /// buffer each for a 200-byte GET would be most of a loop's memory.
+    private var smallBuffers: [UnsafeMutableRawPointer] = []
+    static let smallBufferSize = 2048
+    static let smallBufferHighWater = 1024
+
+    /// Borrows a small buffer (`smallBufferSize`) into `buffer`, which must be
+    /// `.unallocated`. The caller makes sure what it writes fits: a small buffer that
+    /// had to grow would allocate.
+    @inline(__always)
+    func borrowSmall(_ buffer: inout ByteBuffer) {
+        guard !buffer.isAllocated else { return }
+        if let storage = smallBuffers.popLast() {
+            buffer = ByteBuffer(adopting: storage, capacity: TransferPool.smallBufferSize)
+        } else {
+            buffer = ByteBuffer(capacity: TransferPool.smallBufferSize)
+        }
+    }
+
     /// Gives `buffer` back to the pool and leaves it `.unallocated`.
     @inline(__always)
     func giveBack(_ buffer: inout ByteBuffer) {
         guard buffer.isAllocated else { return }
         var returned = ByteBuffer.unallocated
         swap(&returned, &buffer)
+        if returned.capacity == TransferPool.smallBufferSize {
+            if smallBuffers.count < TransferPool.smallBufferHighWater, let kept = returned.releaseStorage() {
+                smallBuffers.append(kept.storage)
+            }
+            return
+        }
         // A buffer that grew for one large message is not kept: it would pin that memory.
-        if byteBuffers.count < TransferPool.byteBufferHighWater && returned.capacity <= 4 * TransferPool.bufferSize {
+        // Nor is a small one that grew: it would be lent out as a full-size one.
+        if byteBuffers.count < TransferPool.byteBufferHighWater && returned.capacity <= 4 * TransferPool.bufferSize
+            && returned.capacity >= TransferPool.bufferSize {
             if let storage = returned.releaseStorage() { byteBuffers.append(storage) }
         } else {
             freedSinceTrim += returned.capacity
@@ -243,5 +271,6 @@ final class TransferPool {
         for pipe in pipes { Posix.close(pipe.read); Posix.close(pipe.write) }
         for buffer in buffers { buffer.deallocate() }
         for buffer in byteBuffers { buffer.storage.deallocate() }
+        for storage in smallBuffers { storage.deallocate() }
     }
 }
