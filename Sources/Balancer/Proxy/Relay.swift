@@ -197,6 +197,8 @@ final class TransferPool {
     private var smallBuffers: [UnsafeMutableRawPointer] = []
     static let smallBufferSize = 2048
     static let smallBufferHighWater = 1024
+    static let smallBufferReserve = 64
+    private var smallBufferLowWater = 0
 
     /// Borrows a small buffer (`smallBufferSize`) into `buffer`, which must be
     /// `.unallocated`. The caller makes sure what it writes fits: a small buffer that
@@ -205,6 +207,7 @@ final class TransferPool {
     func borrowSmall(_ buffer: inout ByteBuffer) {
         guard !buffer.isAllocated else { return }
         if let storage = smallBuffers.popLast() {
+            if smallBuffers.count < smallBufferLowWater { smallBufferLowWater = smallBuffers.count }
             buffer = ByteBuffer(adopting: storage, capacity: TransferPool.smallBufferSize)
         } else {
             buffer = ByteBuffer(capacity: TransferPool.smallBufferSize)
@@ -246,7 +249,9 @@ final class TransferPool {
     static let sweepInterval: Int64 = 1_000_000_000
 
     /// Whether a sweep could free something: the worker keeps a timer armed while so.
-    var holdsSpareBuffers: Bool { byteBuffers.count > TransferPool.byteBufferReserve }
+    var holdsSpareBuffers: Bool {
+        byteBuffers.count > TransferPool.byteBufferReserve || smallBuffers.count > TransferPool.smallBufferReserve
+    }
 
     /// Once a second (see ProxyWorker's PoolSweeper): frees the pooled
     /// buffers that stayed unused for the whole second, beyond a small reserve.
@@ -260,7 +265,18 @@ final class TransferPool {
             unused -= 1
         }
         byteBufferLowWater = byteBuffers.count
-        trimIfShrunk()
+        unused = min(smallBufferLowWater, smallBuffers.count) - TransferPool.smallBufferReserve
+        while unused > 0, let storage = smallBuffers.popLast() {
+            storage.deallocate()
+            freedSinceTrim += TransferPool.smallBufferSize
+            unused -= 1
+        }
+        smallBufferLowWater = smallBuffers.count
+        // At most once a second, so any amount freed is worth handing back.
+        if freedSinceTrim > 0 {
+            freedSinceTrim = 0
+            Posix.releaseFreeMemory()
+        }
     }
 
     func give(_ buffer: UnsafeMutableRawBufferPointer) {
