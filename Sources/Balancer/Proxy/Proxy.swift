@@ -17,8 +17,8 @@ public struct ProxyOptions: Sendable {
     /// Where the access log lines go (stderr by default); see `LogSink`.
     public var logSink: LogSink
     /// HTTP mode: a body (or chunk) with at least this many bytes left after what was
-    /// read with its head moves with splice(2); see Benchmarks/README.md for why 64 KiB.
-    public var spliceThreshold = 64 * 1024
+    /// read with its head moves with splice(2); see Benchmarks/README.md for why 16 KiB.
+    public var spliceThreshold = 16 * 1024
 
     public init(threads: Int, quiet: Bool, reusePort: Bool = true, splice: Bool = true, logSink: LogSink = .standardError) {
         self.threads = threads

@@ -42,7 +42,7 @@ final class ProxyWorker: @unchecked Sendable {
     var stopping = false
 
     init(loop: EventLoop, shared: ProxyShared, frontends: [FrontendRuntime], backendCounters: [BackendCounters],
-         tables: [BackendTable], splice: Bool, spliceThreshold: Int = 64 * 1024,
+         tables: [BackendTable], splice: Bool, spliceThreshold: Int = 16 * 1024,
          httpLimits: HTTPHeadParser.Limits = .init()) {
         self.spliceThreshold = spliceThreshold
         self.loop = loop
