@@ -88,10 +88,13 @@ struct HTTPConnectionStateMachine {
 
     private(set) var phase = Phase.awaitingRequest
     private(set) var request = HTTPExchangePolicy.Request()
+    // Narrow integers: this struct is part of every idle connection.
     /// Attempts at sending the current request, counted from 1.
-    private(set) var attempts = 0
+    var attempts: Int { Int(attemptCount) }
+    private var attemptCount: Int32 = 0
     /// The server (index in the session's table) of the current attempt, -1 for none.
-    private(set) var server = -1
+    var server: Int { Int(serverIndex) }
+    private var serverIndex: Int32 = -1
     private(set) var serverReused = false
     private(set) var connecting = false
     /// A byte of the response arrived from the server: the request can no longer be sent
@@ -101,11 +104,13 @@ struct HTTPConnectionStateMachine {
     private(set) var responseComplete = false
     /// A byte of the response was handed to the client: an error can no longer be shown.
     private(set) var responseToClientStarted = false
-    private(set) var status = 0
+    var status: Int { Int(statusCode) }
+    private var statusCode: Int16 = 0
     private(set) var keepAliveToClient = false
     private(set) var serverReusable = false
     private(set) var termination = TerminationState.normal
-    private(set) var requestCount = 0
+    var requestCount: Int { Int(requests) }
+    private var requests: Int32 = 0
 
     // Clocks of the current exchange (haproxy's %TR/%Tc/%Tr/%Ta come from these).
     let acceptedAt: Int64
@@ -145,14 +150,14 @@ struct HTTPConnectionStateMachine {
     /// A complete request head was parsed. `request.bodyComplete` says whether a body follows.
     mutating func requestHead(_ request: HTTPExchangePolicy.Request, now: Int64) -> Action {
         guard phase == .awaitingRequest else { return .none }
-        requestCount += 1
+        requests &+= 1
         headCompleteAt = now
         if firstByteAt == 0 { firstByteAt = now }
         self.request = request
         phase = .exchanging
-        attempts = 0
-        server = -1
-        status = 0
+        attemptCount = 0
+        serverIndex = -1
+        statusCode = 0
         responseStarted = false
         responseHeadDone = false
         responseComplete = false
@@ -217,8 +222,8 @@ struct HTTPConnectionStateMachine {
     /// The shell started an attempt on `server`: a new connection, or an idle one
     /// (`reused`), which counts as connected at once.
     mutating func connectStarted(server: Int, reused: Bool, now: Int64) {
-        attempts += 1
-        self.server = server
+        attemptCount += 1
+        serverIndex = Int32(server)
         serverReused = reused
         responseStarted = false
         connectStartedAt = now
@@ -281,7 +286,7 @@ struct HTTPConnectionStateMachine {
             if reused {
                 // The race is not the server's failure: the new connection is not one
                 // more attempt against `retries` either.
-                attempts -= 1
+                attemptCount -= 1
                 return .reconnect(server: server)
             }
             switch retry.afterFailure(attempt: attempts, server: server) {
@@ -303,7 +308,7 @@ struct HTTPConnectionStateMachine {
                                stopping: Bool, now: Int64) -> Action {
         guard phase == .exchanging else { return .none }
         responseHeadAt = now
-        self.status = status
+        statusCode = Int16(clamping: status)
         if status == 101 {
             guard request.upgrade else { return fail(.badGateway, .make("P", "H"), now: now) }
             responseHeadDone = true
@@ -473,7 +478,7 @@ struct HTTPConnectionStateMachine {
         self.termination = termination
         connecting = false
         if responseToClientStarted { return closeNow(log: true, abort: true) }
-        status = error.status
+        statusCode = Int16(error.status)
         phase = .lingering
         lingerUntil = now + HTTPExchangePolicy.linger
         return .respond(error)
@@ -498,13 +503,13 @@ struct HTTPConnectionStateMachine {
         headCompleteAt = 0
         connectedAt = -1
         responseHeadAt = -1
-        status = 0
+        statusCode = 0
         responseToClientStarted = false
         responseStarted = false
         responseHeadDone = false
         responseComplete = false
-        server = -1
-        attempts = 0
+        serverIndex = -1
+        attemptCount = 0
         termination = .normal
     }
 }

@@ -33,7 +33,6 @@ final class HTTPSession: EventHandler, ProxySession {
     let client: FileDescriptor
     var clientFD: CInt { client.rawValue }
     let peer: SocketAddress
-    var table: BackendTable
     var machine: HTTPConnectionStateMachine
     var phase: Phase { machine.phase }
     private var closed = false
@@ -51,14 +50,12 @@ final class HTTPSession: EventHandler, ProxySession {
     // Server side. The socket is watched through the loop's owner table (side 1), so a
     // late event for a socket the session let go of goes to its new owner or nowhere.
     var serverFD: CInt = -1
-    var server: Server?
     var serverUse = ServerUse()
     var backend: BackendCounters { worker.backendCounters[frontend.backendIndex] }
     var serverIn = ByteBuffer.unallocated
     var serverOut = ByteBuffer.unallocated
     /// Bytes of `serverOut` already written. They are kept while the request may still be
     /// replayed on another server; `serverOut` is trimmed once it cannot.
-    var serverOutSent = 0
     var serverReadable = true
     var serverWritable = true
     var serverEOF = false
@@ -69,8 +66,33 @@ final class HTTPSession: EventHandler, ProxySession {
     // The current exchange. Its framing state, request line and body pipes live in an
     // HTTPExchangeState borrowed from the loop for the exchange only.
     var exchange: HTTPExchangeState?
-    var bytesToClient = 0
-    var requestWall: Int64
+
+    // What belongs to one exchange lives in its state, not in every idle connection.
+    /// The table the current request is balanced on (the loop's current one when idle).
+    var table: BackendTable {
+        get { exchange?.table ?? worker.tables[frontend.backendIndex] }
+        set { exchange!.table = newValue }
+    }
+    /// The server of the current attempt.
+    var server: Server? {
+        get { exchange?.server }
+        set { exchange!.server = newValue }
+    }
+    /// Bytes of `serverOut` already written. They are kept while the request may still be
+    /// replayed on another server; `serverOut` is trimmed once it cannot.
+    var serverOutSent: Int {
+        get { exchange?.serverOutSent ?? 0 }
+        set {
+            if let exchange { exchange.serverOutSent = newValue } else { precondition(newValue == 0) }
+        }
+    }
+    /// %B of the log line.
+    var bytesToClient: Int {
+        get { exchange?.bytesToClient ?? 0 }
+        set {
+            if let exchange { exchange.bytesToClient = newValue } else { precondition(newValue == 0) }
+        }
+    }
     /// Set when a step changed the session in a way earlier steps of the same round did
     /// not see (a new server connection): `advance` then runs another round.
     var stateChanged = false
@@ -79,13 +101,11 @@ final class HTTPSession: EventHandler, ProxySession {
     static let highWater = 64 * 1024
     static let readChunk = 16 * 1024
 
-    init(worker: ProxyWorker, client: CInt, peer: SocketAddress, frontend: FrontendRuntime, table: BackendTable, now: Int64) {
+    init(worker: ProxyWorker, client: CInt, peer: SocketAddress, frontend: FrontendRuntime, now: Int64) {
         self.worker = worker
         self.client = FileDescriptor(adopting: client)
         self.peer = peer
         self.frontend = frontend
-        self.table = table
-        self.requestWall = Posix.wallClockMilliseconds()
         self.machine = HTTPConnectionStateMachine(settings: worker.httpSettings[frontend.index], now: now)
     }
 
@@ -263,6 +283,10 @@ final class HTTPSession: EventHandler, ProxySession {
         x.down = Relay()
         x.requestBody = .done
         x.responseBody = .done
+        x.table = nil
+        x.server = nil
+        x.serverOutSent = 0
+        x.bytesToClient = 0
         worker.giveExchangeState(x)
     }
 
@@ -392,9 +416,8 @@ final class HTTPSession: EventHandler, ProxySession {
     private func startExchange(_ head: HTTPHead, loop: EventLoop) {
         // Each request is balanced on the table current now: a reload or a discovery
         // update applies from the next request of an open keep-alive connection.
-        table = worker.tables[frontend.backendIndex]
-        requestWall = Posix.wallClockMilliseconds()
         let x = beginExchange()
+        x.table = worker.tables[frontend.backendIndex]
         var request = HTTPExchangePolicy.Request(head: head)
         x.requestBody = BodyProgress(head.framing)
         x.responseBody = .done
@@ -933,7 +956,7 @@ final class HTTPSession: EventHandler, ProxySession {
         worker.pool.borrow(&clientOut)
         clientOut.clear()
         error.bytes.withUnsafeBytes { clientOut.append($0) }
-        bytesToClient = error.bytes.count
+        beginExchange().bytesToClient = error.bytes.count
         log(loop: loop)
         endExchange()
         clientIn.clear()
@@ -992,7 +1015,10 @@ final class HTTPSession: EventHandler, ProxySession {
             connect: m.connectedAt >= 0 ? Int((m.connectedAt - m.connectStartedAt) / 1_000_000) : -1,
             response: m.responseHeadAt >= 0 && m.connectedAt >= 0 ? Int((m.responseHeadAt - m.connectedAt) / 1_000_000) : -1,
             total: Int((loop.now - start) / 1_000_000))
-        let context = AccessLogContext(peer: peer, wallMilliseconds: requestWall,
+        // The date of the request's first byte, from the wall clock now and the monotonic
+        // time since then (one clock read per log line, none per request).
+        let wall = Posix.wallClockMilliseconds() - (loop.now - start) / 1_000_000
+        let context = AccessLogContext(peer: peer, wallMilliseconds: wall,
                                        frontend: frontend, backend: worker.backendCounters[frontend.backendIndex],
                                        server: m.server >= 0 ? server : nil, termination: m.termination,
                                        retries: max(0, m.attempts - 1))
@@ -1010,6 +1036,10 @@ final class HTTPSession: EventHandler, ProxySession {
 final class HTTPExchangeState {
     var requestBody = BodyProgress.done
     var responseBody = BodyProgress.done
+    var table: BackendTable?
+    var server: Server?
+    var serverOutSent = 0
+    var bytesToClient = 0
     /// Kept with its capacity from exchange to exchange (states are pooled), so it costs
     /// an allocation only for a request line longer than any before.
     var requestLine: [UInt8] = {

@@ -111,8 +111,7 @@ final class ProxyWorker: @unchecked Sendable {
                                      table: tables[frontend.backendIndex], now: loop.now)
             session.start(loop: loop)
         case .http:
-            let session = HTTPSession(worker: self, client: client, peer: peer, frontend: frontend,
-                                      table: tables[frontend.backendIndex], now: loop.now)
+            let session = HTTPSession(worker: self, client: client, peer: peer, frontend: frontend, now: loop.now)
             session.start(loop: loop)
         }
     }
