@@ -276,9 +276,8 @@ final class HTTPSession: EventHandler, ProxySession {
     private func endExchange() {
         guard let x = exchange else { return }
         exchange = nil
-        let pool = worker.pool
-        if let pipe = x.up.pipe { pool.give(pipe, empty: x.up.pending == 0) }
-        if let pipe = x.down.pipe { pool.give(pipe, empty: x.down.pending == 0) }
+        x.up.returnResources(to: worker.pool)
+        x.down.returnResources(to: worker.pool)
         x.up = Relay()
         x.down = Relay()
         x.requestBody = .done
@@ -869,8 +868,7 @@ final class HTTPSession: EventHandler, ProxySession {
                 }
                 x.requestBody.spliced(x.up.bytesRead)
                 machine.requestBody(count: x.up.bytesRead, complete: x.requestBody.isDone, bufferedRequestBytes: .max)
-                endSplice(x.up.pipe, pending: x.up.pending)
-                x.up.pipe = nil
+                x.up.returnResources(to: worker.pool)
                 x.upActive = false
                 progress = true
             case .budgetExhausted:
@@ -910,8 +908,7 @@ final class HTTPSession: EventHandler, ProxySession {
             // size line come through the buffers.
             x.responseBody.spliced(x.down.bytesRead)
             if x.responseBody.isDone { machine.responseBodyComplete(byClose: false) }
-            endSplice(x.down.pipe, pending: x.down.pending)
-            x.down.pipe = nil
+            x.down.returnResources(to: worker.pool)
             x.downActive = false
             progress = true
         case .budgetExhausted:
@@ -920,12 +917,6 @@ final class HTTPSession: EventHandler, ProxySession {
             break
         }
         return progress
-    }
-
-    /// A spliced body is over: its pipe goes back to the pool (closed if it still holds
-    /// bytes of an aborted transfer).
-    private func endSplice(_ pipe: PipePair?, pending: Int) {
-        if let pipe { worker.pool.give(pipe, empty: pending == 0) }
     }
 
     // MARK: ends of exchanges

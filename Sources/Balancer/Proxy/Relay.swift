@@ -54,6 +54,16 @@ struct Relay {
         self.destinationWritable = destinationWritable
     }
 
+    /// Hands the relay's pipe or buffer back to `pool`. A pipe that still holds bytes
+    /// (the transfer was cut short) is closed by the pool, since they belong to a dead
+    /// connection.
+    mutating func returnResources(to pool: TransferPool) {
+        if let pipe { pool.give(pipe, empty: pending == 0) }
+        if let buffer { pool.give(buffer) }
+        pipe = nil
+        buffer = nil
+    }
+
     mutating func pump(budget: Int) -> Outcome {
         var moved = 0
         while true {

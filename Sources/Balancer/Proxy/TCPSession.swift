@@ -280,11 +280,8 @@ final class TCPSession: EventHandler, ProxySession {
         }
         Posix.close(clientFD)
         if serverFD >= 0 { Posix.close(serverFD) }
-        if let pipe = up.pipe { worker.pool.give(pipe, empty: up.pending == 0) }
-        if let pipe = down.pipe { worker.pool.give(pipe, empty: down.pending == 0) }
-        if let buffer = up.buffer { worker.pool.give(buffer) }
-        if let buffer = down.buffer { worker.pool.give(buffer) }
-        up.pipe = nil; down.pipe = nil; up.buffer = nil; down.buffer = nil
+        up.returnResources(to: worker.pool)
+        down.returnResources(to: worker.pool)
         // Log first: haproxy's counters in the line include the connection being logged.
         worker.sessionEnded(self, termination: termination, loop: loop)
         serverUse.end(server, backend: worker.backendCounters[frontend.backendIndex])
