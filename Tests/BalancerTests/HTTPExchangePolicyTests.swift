@@ -10,11 +10,13 @@ final class HTTPExchangePolicyTests: XCTestCase {
         return r
     }
 
+    /// A connect that failed sent nothing: any method may try again (RetryPolicy, shared
+    /// with TCP mode), until the retries are spent.
     func testConnectFailuresRetryAnyMethodUntilRetriesAreSpent() {
-        XCTAssertTrue(HTTPExchangePolicy.mayRetryConnect(attempts: 1, retries: 3))
-        XCTAssertTrue(HTTPExchangePolicy.mayRetryConnect(attempts: 3, retries: 3))
-        XCTAssertFalse(HTTPExchangePolicy.mayRetryConnect(attempts: 4, retries: 3))
-        XCTAssertFalse(HTTPExchangePolicy.mayRetryConnect(attempts: 1, retries: 0))
+        XCTAssertNotEqual(RetryPolicy(retries: 3, redispatch: true).afterFailure(attempt: 1, server: 0), .giveUp)
+        XCTAssertNotEqual(RetryPolicy(retries: 3, redispatch: true).afterFailure(attempt: 3, server: 0), .giveUp)
+        XCTAssertEqual(RetryPolicy(retries: 3, redispatch: true).afterFailure(attempt: 4, server: 0), .giveUp)
+        XCTAssertEqual(RetryPolicy(retries: 0, redispatch: true).afterFailure(attempt: 1, server: 0), .giveUp)
     }
 
     func testOnlyIdempotentReplayableRequestsAreResent() {

@@ -32,11 +32,6 @@ enum HTTPExchangePolicy {
     /// response before the client reads it).
     static let linger: Int64 = 1_000_000_000
 
-    /// A connect that failed sent nothing: any method may try the next server.
-    static func mayRetryConnect(attempts: Int, retries: Int) -> Bool {
-        attempts <= retries
-    }
-
     /// The server connection failed before any response byte. Sending the request again
     /// is safe only for idempotent methods, and possible only while it is all still in
     /// the buffer (haproxy's `retry-on conn-failure empty-response`). A reused idle

@@ -32,9 +32,11 @@ final class ProxyWorker: @unchecked Sendable {
     var requestParser: HTTPHeadParser
     var responseParser: HTTPHeadParser
     /// Wakes the loop to give back pooled memory a burst left behind.
-    private let sweeper = PoolSweeper()
+    private let sweeper: PoolSweeper
     /// Exchange state for HTTP sessions, reused across sessions.
     private var exchangeStates: [HTTPExchangeState] = []
+    /// As many as the pool keeps large buffers: exchanges in flight at once.
+    static let exchangeStatesKept = 128
     /// Per frontend: the timeouts and retry rules its HTTP connections share; rebuilt
     /// when its backend's table changes.
     private(set) var httpSettings: [HTTPSessionSettings]
@@ -46,6 +48,7 @@ final class ProxyWorker: @unchecked Sendable {
          httpLimits: HTTPHeadParser.Limits = .init()) {
         self.spliceThreshold = spliceThreshold
         self.loop = loop
+        self.sweeper = PoolSweeper(pool: pool)
         self.splice = splice
         self.httpLimits = httpLimits
         self.requestParser = HTTPHeadParser(kind: .request, limits: httpLimits)
@@ -60,12 +63,10 @@ final class ProxyWorker: @unchecked Sendable {
         self.tables = tables
         loop.endOfIteration = { [unowned self] in
             self.log.flush()
-            self.pool.trimIfShrunk()
-            self.sweeper.armIfNeeded(loop: self.loop, pool: self.pool)
+            self.sweeper.armIfNeeded(loop: self.loop)
         }
         idlePool.attach()
         loop.register(sweeper)
-        sweeper.pool = pool
     }
 
     deinit {
@@ -90,7 +91,7 @@ final class ProxyWorker: @unchecked Sendable {
     func giveExchangeState(_ state: HTTPExchangeState) {
         state.upActive = false
         state.downActive = false
-        if exchangeStates.count < TransferPool.byteBufferHighWater { exchangeStates.append(state) }
+        if exchangeStates.count < ProxyWorker.exchangeStatesKept { exchangeStates.append(state) }
     }
 
     /// Registers the listening sockets created for this loop.
@@ -178,25 +179,30 @@ final class ProxyWorker: @unchecked Sendable {
     }
 }
 
-/// A timer for TransferPool.sweep: armed while the pool holds more than its reserve, so an
-/// idle loop (blocked in epoll_wait) still gives a burst's buffers back.
+/// A timer for TransferPool.sweep: armed while the pool has something to give back, so an
+/// idle loop (blocked in epoll_wait) still returns a burst's memory.
 final class PoolSweeper: EventHandler {
     var registration = EventLoop.Registration.none
     var deadline: Int64 = 0
     var filedDeadline: Int64 = 0
-    weak var pool: TransferPool?
+    /// The worker owns both the pool and this sweeper.
+    private unowned let pool: TransferPool
 
-    func armIfNeeded(loop: EventLoop, pool: TransferPool) {
-        guard deadline == 0, pool.holdsSpareBuffers else { return }
+    init(pool: TransferPool) {
+        self.pool = pool
+    }
+
+    /// Called at the end of every loop iteration: a flag test unless a sweep is due.
+    func armIfNeeded(loop: EventLoop) {
+        guard deadline == 0, pool.needsSweep else { return }
         deadline = loop.now + TransferPool.sweepInterval
         loop.scheduleDeadline(for: self)
     }
 
     func deadlineReached(loop: EventLoop) {
         deadline = 0
-        guard let pool else { return }
-        pool.sweep(now: loop.now)
-        armIfNeeded(loop: loop, pool: pool)
+        pool.sweep()
+        armIfNeeded(loop: loop)
     }
 
     func ready(_ events: Epoll.Events, side: Int, loop: EventLoop) {}

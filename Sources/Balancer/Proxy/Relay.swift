@@ -174,117 +174,125 @@ final class TransferPool {
         return .allocate(byteCount: TransferPool.bufferSize, alignment: 16)
     }
 
-    /// Memory of returned HTTP buffers (see ByteBuffer.releaseStorage).
-    private var byteBuffers: [(storage: UnsafeMutableRawPointer, capacity: Int)] = []
-    /// Buffers kept for reuse. Enough for the exchanges a loop has in flight at once under
-    /// ordinary load; past it a burst's buffers go back to malloc at once. Below it, the
-    /// buffers no exchange needed for a whole second are freed too (`sweep`), down to
-    /// `byteBufferReserve`, so that the memory of a burst does not stay with the idle
-    /// connections after it.
-    static let byteBufferHighWater = 128
-    static let byteBufferReserve = 8
-    /// The fewest buffers the pool held since the last sweep: that many were not needed.
-    private var byteBufferLowWater = 0
-    private var lastSweep: Int64 = 0
-    private var freedSinceTrim = 0
+    /// HTTP mode's buffers, in two size classes. Large: 16 KiB, for reading and for
+    /// whatever waits while a peer is slow. Small: for the copy of a small request kept
+    /// for a replay while its response is awaited; with many requests in flight, 16 KiB
+    /// each for a 200-byte GET would be most of a loop's memory.
+    ///
+    /// Each class keeps at most `highWater` buffers: enough for the exchanges a loop has
+    /// in flight at once under ordinary load; past it, a burst's buffers go back to malloc
+    /// at once. Below it, the buffers no exchange needed for a whole second are freed by
+    /// `sweep`, down to `reserve`, so the memory of a burst does not stay after it.
+    private var large = FreeList(size: TransferPool.bufferSize, largestKept: 4 * TransferPool.bufferSize,
+                                 highWater: 128, reserve: 8)
+    private var small = FreeList(size: TransferPool.smallBufferSize, largestKept: TransferPool.smallBufferSize,
+                                 highWater: 1024, reserve: 64)
+    static let smallBufferSize = 2048
+    private var freedSinceSweep = 0
 
-    /// Borrows a buffer for HTTP mode (16 KiB to start) into `buffer`, which must be
-    /// `.unallocated`.
+    /// One size class of buffers. A buffer of the class that grew for a larger message
+    /// is kept up to `largestKept`; beyond it, it would pin that memory.
+    private struct FreeList {
+        let size: Int
+        let largestKept: Int
+        let highWater: Int
+        let reserve: Int
+        private var storage: [(memory: UnsafeMutableRawPointer, capacity: Int)] = []
+        /// The fewest buffers held since the last sweep: that many were not needed.
+        private var lowWater = 0
+
+        init(size: Int, largestKept: Int, highWater: Int, reserve: Int) {
+            self.size = size
+            self.largestKept = largestKept
+            self.highWater = highWater
+            self.reserve = reserve
+        }
+
+        func holds(capacity: Int) -> Bool { capacity >= size && capacity <= largestKept }
+
+        mutating func take() -> ByteBuffer {
+            guard let kept = storage.popLast() else { return ByteBuffer(capacity: size) }
+            if storage.count < lowWater { lowWater = storage.count }
+            return ByteBuffer(adopting: kept.memory, capacity: kept.capacity)
+        }
+
+        /// Keeps `buffer`'s memory if there is room; returns whether it did (else the
+        /// buffer frees it when it goes out of scope).
+        mutating func keep(_ buffer: consuming ByteBuffer) -> Bool {
+            guard storage.count < highWater, let kept = buffer.releaseStorage() else { return false }
+            storage.append((kept.storage, kept.capacity))
+            return true
+        }
+
+        var holdsSpare: Bool { storage.count > reserve }
+
+        /// Frees what stayed unused since the last sweep, beyond the reserve. Returns the
+        /// bytes freed.
+        mutating func sweep() -> Int {
+            var unused = min(lowWater, storage.count) - reserve
+            var freed = 0
+            while unused > 0, let kept = storage.popLast() {
+                kept.memory.deallocate()
+                freed += kept.capacity
+                unused -= 1
+            }
+            lowWater = storage.count
+            return freed
+        }
+
+        func deallocateAll() {
+            for kept in storage { kept.memory.deallocate() }
+        }
+    }
+
+    /// Borrows a 16 KiB buffer for HTTP mode into `buffer`, unless it holds one already.
     @inline(__always)
     func borrow(_ buffer: inout ByteBuffer) {
         guard !buffer.isAllocated else { return }
-        if let pooled = byteBuffers.popLast() {
-            if byteBuffers.count < byteBufferLowWater { byteBufferLowWater = byteBuffers.count }
-            buffer = ByteBuffer(adopting: pooled.storage, capacity: pooled.capacity)
-        } else {
-            buffer = ByteBuffer(capacity: TransferPool.bufferSize)
-        }
+        buffer = large.take()
     }
 
-    /// Small buffers, for what waits only a little: the copy of a small request kept for
-    /// a replay while its response is awaited. With many requests in flight, a 16 KiB
-    /// buffer each for a 200-byte GET would be most of a loop's memory.
-    private var smallBuffers: [UnsafeMutableRawPointer] = []
-    static let smallBufferSize = 2048
-    static let smallBufferHighWater = 1024
-    static let smallBufferReserve = 64
-    private var smallBufferLowWater = 0
-
-    /// Borrows a small buffer (`smallBufferSize`) into `buffer`, which must be
-    /// `.unallocated`. The caller makes sure what it writes fits: a small buffer that
-    /// had to grow would allocate.
+    /// Borrows a small buffer (`smallBufferSize`) into `buffer`, unless it holds one
+    /// already. The caller makes sure what it writes fits: a small buffer that had to
+    /// grow would allocate.
     @inline(__always)
     func borrowSmall(_ buffer: inout ByteBuffer) {
         guard !buffer.isAllocated else { return }
-        if let storage = smallBuffers.popLast() {
-            if smallBuffers.count < smallBufferLowWater { smallBufferLowWater = smallBuffers.count }
-            buffer = ByteBuffer(adopting: storage, capacity: TransferPool.smallBufferSize)
-        } else {
-            buffer = ByteBuffer(capacity: TransferPool.smallBufferSize)
-        }
+        buffer = small.take()
     }
 
-    /// Gives `buffer` back to the pool and leaves it `.unallocated`.
+    /// Gives `buffer` back to the pool and leaves it `.unallocated`. A small buffer that
+    /// grew is not kept: it would be lent out as a full-size one.
     @inline(__always)
     func giveBack(_ buffer: inout ByteBuffer) {
         guard buffer.isAllocated else { return }
         var returned = ByteBuffer.unallocated
         swap(&returned, &buffer)
-        if returned.capacity == TransferPool.smallBufferSize {
-            if smallBuffers.count < TransferPool.smallBufferHighWater, let kept = returned.releaseStorage() {
-                smallBuffers.append(kept.storage)
-            }
-            return
-        }
-        // A buffer that grew for one large message is not kept: it would pin that memory.
-        // Nor is a small one that grew: it would be lent out as a full-size one.
-        if byteBuffers.count < TransferPool.byteBufferHighWater && returned.capacity <= 4 * TransferPool.bufferSize
-            && returned.capacity >= TransferPool.bufferSize {
-            if let storage = returned.releaseStorage() { byteBuffers.append(storage) }
+        let capacity = returned.capacity
+        let kept: Bool
+        if capacity == small.size {
+            kept = small.keep(returned)
+        } else if large.holds(capacity: capacity) {
+            kept = large.keep(returned)
         } else {
-            freedSinceTrim += returned.capacity
-            // `returned` frees its memory as it goes out of scope.
+            kept = false   // `returned` frees its memory as it goes out of scope
         }
-    }
-
-    /// After a burst freed a lot of buffers, glibc keeps their pages in its arenas; ask
-    /// it to return them (malloc_trim also releases free pages inside the heap, not only
-    /// at its top). Called from the loop's end of iteration; cheap when nothing was freed.
-    func trimIfShrunk() {
-        guard freedSinceTrim >= 1 << 20 else { return }
-        freedSinceTrim = 0
-        Posix.releaseFreeMemory()
+        if !kept { freedSinceSweep += capacity }
     }
 
     static let sweepInterval: Int64 = 1_000_000_000
 
-    /// Whether a sweep could free something: the worker keeps a timer armed while so.
-    var holdsSpareBuffers: Bool {
-        byteBuffers.count > TransferPool.byteBufferReserve || smallBuffers.count > TransferPool.smallBufferReserve
-    }
+    /// Whether `sweep` could free something: the worker keeps a timer armed while so.
+    var needsSweep: Bool { large.holdsSpare || small.holdsSpare || freedSinceSweep > 0 }
 
-    /// Once a second (see ProxyWorker's PoolSweeper): frees the pooled
-    /// buffers that stayed unused for the whole second, beyond a small reserve.
-    func sweep(now: Int64) {
-        guard now - lastSweep >= TransferPool.sweepInterval else { return }
-        lastSweep = now
-        var unused = min(byteBufferLowWater, byteBuffers.count) - TransferPool.byteBufferReserve
-        while unused > 0, let pooled = byteBuffers.popLast() {
-            pooled.storage.deallocate()
-            freedSinceTrim += pooled.capacity
-            unused -= 1
-        }
-        byteBufferLowWater = byteBuffers.count
-        unused = min(smallBufferLowWater, smallBuffers.count) - TransferPool.smallBufferReserve
-        while unused > 0, let storage = smallBuffers.popLast() {
-            storage.deallocate()
-            freedSinceTrim += TransferPool.smallBufferSize
-            unused -= 1
-        }
-        smallBufferLowWater = smallBuffers.count
-        // At most once a second, so any amount freed is worth handing back.
-        if freedSinceTrim > 0 {
-            freedSinceTrim = 0
+    /// Once a second (ProxyWorker's PoolSweeper): frees the pooled buffers that stayed
+    /// unused for the whole second, beyond each class's reserve, then asks glibc to hand
+    /// the freed pages back to the kernel (malloc_trim also releases free pages inside
+    /// the heap, not only at its top), so RSS returns after a burst.
+    func sweep() {
+        freedSinceSweep += large.sweep() + small.sweep()
+        if freedSinceSweep > 0 {
+            freedSinceSweep = 0
             Posix.releaseFreeMemory()
         }
     }
@@ -296,7 +304,7 @@ final class TransferPool {
     deinit {
         for pipe in pipes { Posix.close(pipe.read); Posix.close(pipe.write) }
         for buffer in buffers { buffer.deallocate() }
-        for buffer in byteBuffers { buffer.storage.deallocate() }
-        for storage in smallBuffers { storage.deallocate() }
+        large.deallocateAll()
+        small.deallocateAll()
     }
 }
