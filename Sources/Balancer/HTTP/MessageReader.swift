@@ -33,41 +33,35 @@ public final class HTTPMessageReader {
     }
 
     private var parser: HTTPHeadParser
-    /// Bytes `start..<end` are received and not yet consumed. Grows only for a head
-    /// longer than it, up to about twice `maxHeadBytes`.
-    private var storage: UnsafeMutableRawBufferPointer
-    private var start = 0
-    private var end = 0
-    /// Where the last head began in `storage`, for `text(_:)`.
-    private var headBase = 0
+    /// What is received and not yet consumed (the proxy's ByteBuffer: it compacts before
+    /// it grows). Grows only for a head longer than it, up to about twice `maxHeadBytes`.
+    private var buffer: ByteBuffer
+    /// Where the last head began, for `text(_:)`: its bytes stay in place until the next
+    /// call that reads.
+    private var headStart: UnsafeRawPointer?
 
     public init(kind: HTTPHeadParser.Kind, limits: HTTPHeadParser.Limits = .init(), capacity: Int = 16 << 10) {
         parser = HTTPHeadParser(kind: kind, limits: limits)
-        storage = .allocate(byteCount: max(capacity, 1), alignment: 1)
-    }
-
-    deinit {
-        storage.deallocate()
+        buffer = ByteBuffer(capacity: max(capacity, 1))
     }
 
     /// Forgets every buffered byte: for a new connection.
     public func reset() {
-        start = 0
-        end = 0
+        buffer.clear()
         parser.reset()
     }
 
     /// Bytes received and not consumed yet.
-    public var bufferedCount: Int { end &- start }
+    public var bufferedCount: Int { buffer.readableCount }
 
     /// The bytes received and not consumed yet, valid until the next call that reads
     /// (for an error message that quotes what arrived).
-    public var buffered: UnsafeRawBufferPointer { UnsafeRawBufferPointer(rebasing: storage[start..<end]) }
+    public var buffered: UnsafeRawBufferPointer { buffer.readable }
 
     /// `range` of the last head as text (invalid UTF-8 repaired), valid until the next
     /// call that reads.
     public func text(_ range: Range<Int>) -> String {
-        String(decoding: UnsafeRawBufferPointer(rebasing: storage[(headBase &+ range.lowerBound)..<(headBase &+ range.upperBound)]),
+        String(decoding: UnsafeRawBufferPointer(start: headStart.map { $0 + range.lowerBound }, count: range.count),
                as: UTF8.self)
     }
 
@@ -76,10 +70,10 @@ public final class HTTPMessageReader {
     public func readHead<E: Error>(_ fill: (UnsafeMutableRawBufferPointer) throws(E) -> Int) throws(E) -> HeadOutcome {
         parser.reset()
         while true {
-            switch parser.parse(UnsafeRawBufferPointer(rebasing: storage[start..<end])) {
+            switch parser.parse(buffer.readable) {
             case .complete(let head):
-                headBase = start
-                start &+= head.length
+                headStart = buffer.readable.baseAddress
+                buffer.consume(head.length)
                 return .head(head)
             case .invalid(let error):
                 return .invalid(error)
@@ -102,10 +96,10 @@ public final class HTTPMessageReader {
             return .complete
         case .contentLength(var remaining):
             while remaining > 0 {
-                if start == end, try fillMore(fill) == 0 { return .truncated }
-                let count = min(remaining, end &- start)
-                let more = try sink(UnsafeRawBufferPointer(rebasing: storage[start..<(start &+ count)]))
-                start &+= count
+                if buffer.isEmpty, try fillMore(fill) == 0 { return .truncated }
+                let count = min(remaining, buffer.readableCount)
+                let more = try sink(UnsafeRawBufferPointer(rebasing: buffer.readable.prefix(count)))
+                buffer.consume(count)
                 remaining &-= count
                 if !more { return .stopped }
             }
@@ -113,8 +107,8 @@ public final class HTTPMessageReader {
         case .chunked:
             var decoder = ChunkedDecoder()
             while true {
-                if start == end, try fillMore(fill) == 0 { return .truncated }
-                let input = UnsafeRawBufferPointer(rebasing: storage[start..<end])
+                if buffer.isEmpty, try fillMore(fill) == 0 { return .truncated }
+                let input = buffer.readable
                 var stopped = false
                 var failure: E?
                 let outcome = decoder.consume(input) { data in
@@ -130,9 +124,9 @@ public final class HTTPMessageReader {
                 if stopped { return .stopped }
                 switch outcome {
                 case .needMore:
-                    start = end
+                    buffer.consume(input.count)
                 case .complete(let consumed):
-                    start &+= consumed
+                    buffer.consume(consumed)
                     return .complete
                 case .invalid(let failure):
                     return .invalid(failure)
@@ -140,36 +134,21 @@ public final class HTTPMessageReader {
             }
         case .untilClose:
             while true {
-                if start == end, try fillMore(fill) == 0 { return .complete }
-                let more = try sink(UnsafeRawBufferPointer(rebasing: storage[start..<end]))
-                start = end
+                if buffer.isEmpty, try fillMore(fill) == 0 { return .complete }
+                let more = try sink(buffer.readable)
+                buffer.consume(buffer.readableCount)
                 if !more { return .stopped }
             }
         }
     }
 
-    /// Makes room after the buffered bytes (moving them to the front, or growing when
-    /// they fill the whole buffer) and calls `fill` once. Returns what it returned.
+    /// Makes room after the buffered bytes (ByteBuffer moves them to the front, or grows
+    /// when they fill it) and calls `fill` once. Returns what it returned.
     private func fillMore<E: Error>(_ fill: (UnsafeMutableRawBufferPointer) throws(E) -> Int) throws(E) -> Int {
-        if start == end {
-            start = 0
-            end = 0
-        } else if end == storage.count {
-            let count = end &- start
-            if start > 0 {
-                storage.baseAddress!.copyMemory(from: storage.baseAddress! + start, byteCount: count)
-            } else {
-                let bigger = UnsafeMutableRawBufferPointer.allocate(byteCount: storage.count &* 2, alignment: 1)
-                bigger.baseAddress!.copyMemory(from: storage.baseAddress!, byteCount: count)
-                storage.deallocate()
-                storage = bigger
-            }
-            start = 0
-            end = count
-        }
-        let received = try fill(UnsafeMutableRawBufferPointer(rebasing: storage[end...]))
-        precondition(received >= 0 && received <= storage.count &- end, "fill returned more than it was given room for")
-        end &+= received
+        let room = buffer.writable(atLeast: 1)
+        let received = try fill(room)
+        precondition(received >= 0 && received <= room.count, "fill returned more than it was given room for")
+        buffer.didWrite(received)
         return received
     }
 }
