@@ -83,11 +83,11 @@ if options.demo {
 }
 
 let threads = options.threads ?? configuration.global.threads ?? Posix.cpuCount()
-// Each connection holds two sockets and up to two pipes (four descriptors).
-let wantedFiles = configuration.global.maxConnections * 6 + 256
-let fileLimit = Posix.raiseOpenFileLimit(to: wantedFiles)
-if fileLimit < wantedFiles {
-    ControlLog.line("balancerd: warning: open file limit is \(fileLimit), below the \(wantedFiles) that maxconn \(configuration.global.maxConnections) may need; connections fall back to copying through buffers when pipes run out")
+// The descriptor budget: raise the soft limit to the hard one, as haproxy does, then
+// either check the user's maxconn against it or derive maxconn from it.
+let fileLimit = Posix.raiseOpenFileLimit(to: Int(Int32.max))
+if let maxconn = configuration.global.maxConnections, MaxConnections.descriptors(for: maxconn) > fileLimit {
+    ControlLog.line("balancerd: warning: open file limit is \(fileLimit), below the \(MaxConnections.descriptors(for: maxconn)) that maxconn \(maxconn) may need; connections fall back to copying through buffers when pipes run out")
 }
 
 let proxy: Proxy

@@ -52,24 +52,73 @@ public struct StatsConfig: Sendable, Equatable {
     public var bind: HostPort
     /// The stats page's path (`stats uri`); `/haproxy.cfg` is served next to it.
     public var uri: String
+    /// `stats refresh D`: the page reloads itself this often (nil: balancerd's default).
+    public var refresh: Duration?
+    /// `stats auth USER:PASS` lines. With any, admin actions over HTTP need one of them
+    /// (HTTP Basic); without, they are taken from loopback clients only.
+    public var credentials: [StatsCredential]
+    /// `stats admin if ...` seen: the page offers admin actions (drain, maint, ready,
+    /// weight). Who may use them is decided by `credentials` and the client's address.
+    public var admin: Bool
 
-    public init(name: String = "stats", bind: HostPort, uri: String = "/") {
+    public init(name: String = "stats", bind: HostPort, uri: String = "/", refresh: Duration? = nil,
+                credentials: [StatsCredential] = [], admin: Bool = false) {
         self.name = name
         self.bind = bind
         self.uri = uri
+        self.refresh = refresh
+        self.credentials = credentials
+        self.admin = admin
+    }
+}
+
+/// One `stats auth USER:PASS` line.
+public struct StatsCredential: Sendable, Equatable {
+    public var user: String
+    public var password: String
+
+    public init(user: String, password: String) {
+        self.user = user
+        self.password = password
+    }
+}
+
+/// haproxy's `stats socket PATH [mode OCTAL] [level user|operator|admin]` (global), or
+/// `--stats-socket PATH`: the Runtime API's unix socket.
+public struct RuntimeSocketConfig: Sendable, Equatable {
+    public enum Level: String, Sendable, Equatable, CaseIterable {
+        case user, `operator`, admin
+    }
+
+    public var path: String
+    /// Permission bits of the socket file (`mode 660`); nil leaves the umask's.
+    public var mode: UInt32?
+    /// What the socket lets a client do (`level`). The default is haproxy's for a socket
+    /// line without `level`; the parser sets it.
+    public var level: Level
+
+    public init(path: String, mode: UInt32? = nil, level: Level) {
+        self.path = path
+        self.mode = mode
+        self.level = level
     }
 }
 
 /// `global` section settings.
 public struct GlobalSettings: Sendable, Equatable {
-    /// Concurrent client connections across all threads (haproxy `maxconn`).
-    public var maxConnections: Int = 10_000
+    /// Concurrent client connections across all threads (haproxy `maxconn`), as the user
+    /// set it. nil: derived from the open-file limit when the proxy starts, as haproxy
+    /// does (see `MaxConnections`), and not written by the export.
+    public var maxConnections: Int? = nil
     /// Number of event-loop threads; nil means one per core (`nbthread`).
     public var threads: Int? = nil
+    /// The Runtime API socket (`stats socket` in global, or `--stats-socket`).
+    public var statsSocket: RuntimeSocketConfig? = nil
 
-    public init(maxConnections: Int = 10_000, threads: Int? = nil) {
+    public init(maxConnections: Int? = nil, threads: Int? = nil, statsSocket: RuntimeSocketConfig? = nil) {
         self.maxConnections = maxConnections
         self.threads = threads
+        self.statsSocket = statsSocket
     }
 }
 
@@ -116,15 +165,20 @@ public struct Frontend: Sendable, Equatable {
     public var timeouts: Timeouts
     /// haproxy `option forwardfor` (HTTP mode).
     public var forwardFor: Bool
+    /// `errorfile CODE PATH` in this frontend (or its defaults): used for the errors that
+    /// happen before a backend is chosen (400, 408), and for any status the backend has
+    /// no file for.
+    public var errorFiles: [ErrorFile]
 
     public init(name: String, binds: [HostPort], mode: ProxyMode, defaultBackend: String,
-                timeouts: Timeouts = Timeouts(), forwardFor: Bool = false) {
+                timeouts: Timeouts = Timeouts(), forwardFor: Bool = false, errorFiles: [ErrorFile] = []) {
         self.name = name
         self.binds = binds
         self.mode = mode
         self.defaultBackend = defaultBackend
         self.timeouts = timeouts
         self.forwardFor = forwardFor
+        self.errorFiles = errorFiles
     }
 }
 
@@ -132,16 +186,102 @@ public enum BalanceAlgorithm: String, Sendable, Equatable {
     case roundRobin = "roundrobin"
 }
 
-/// Active health check parameters of one server (`check inter D rise N fall N`).
+/// Active health check parameters of one server (`check inter D fastinter D downinter D
+/// rise N fall N`). What a check sends is the backend's (`BackendHealthCheck`).
 public struct HealthCheckConfig: Sendable, Equatable {
     public var interval: Duration = .seconds(2)
     public var rise: Int = 2
     public var fall: Int = 3
+    /// `fastinter`: the interval while a server is between states (UP but failing, or
+    /// DOWN but passing). nil: `interval`.
+    public var fastInterval: Duration? = nil
+    /// `downinter`: the interval while a server is DOWN. nil: `interval`.
+    public var downInterval: Duration? = nil
 
-    public init(interval: Duration = .seconds(2), rise: Int = 2, fall: Int = 3) {
+    public init(interval: Duration = .seconds(2), rise: Int = 2, fall: Int = 3,
+                fastInterval: Duration? = nil, downInterval: Duration? = nil) {
         self.interval = interval
         self.rise = rise
         self.fall = fall
+        self.fastInterval = fastInterval
+        self.downInterval = downInterval
+    }
+}
+
+/// What a backend's checks do beyond the TCP connect: `option httpchk`, `http-check send`,
+/// `http-check expect` and `timeout check`.
+public struct BackendHealthCheck: Sendable, Equatable {
+    /// nil: a check is a TCP connect (layer 4). Otherwise an HTTP request (layer 7).
+    public var http: HTTPCheck?
+    /// `timeout check`: once connected, how long the reply may take. nil: haproxy's rule,
+    /// `inter` bounds the whole check. The connect itself is bounded by
+    /// min(`timeout connect`, `inter`).
+    public var timeout: Duration?
+
+    public init(http: HTTPCheck? = nil, timeout: Duration? = nil) {
+        self.http = http
+        self.timeout = timeout
+    }
+}
+
+/// An HTTP health check request and what its response must show.
+public struct HTTPCheck: Sendable, Equatable {
+    /// haproxy's defaults for a bare `option httpchk`: `OPTIONS / HTTP/1.0`.
+    public var method: String = "OPTIONS"
+    public var uri: String = "/"
+    public var version: String = "HTTP/1.0"
+    /// Header fields, in order: from `\r\n`-separated text after the version in
+    /// `option httpchk` (the old idiom: `HTTP/1.1\r\nHost:localhost`) and from
+    /// `http-check send hdr NAME VALUE`.
+    public var headers: [HTTPCheckHeader] = []
+    /// `http-check send body TEXT`.
+    public var body: String? = nil
+    /// `http-check expect ...`; nil: any 2xx or 3xx status passes (haproxy's default).
+    public var expect: HTTPCheckExpect? = nil
+
+    public init(method: String = "OPTIONS", uri: String = "/", version: String = "HTTP/1.0",
+                headers: [HTTPCheckHeader] = [], body: String? = nil, expect: HTTPCheckExpect? = nil) {
+        self.method = method
+        self.uri = uri
+        self.version = version
+        self.headers = headers
+        self.body = body
+        self.expect = expect
+    }
+}
+
+public struct HTTPCheckHeader: Sendable, Equatable {
+    public var name: String
+    public var value: String
+
+    public init(name: String, value: String) {
+        self.name = name
+        self.value = value
+    }
+}
+
+/// `http-check expect [!] status CODES` or `http-check expect [!] rstatus REGEX`.
+public enum HTTPCheckExpect: Sendable, Equatable {
+    /// Codes as haproxy reads them: a comma-separated list of codes and ranges
+    /// (`200,301-303`), kept as ranges.
+    case status([ClosedRange<Int>], negated: Bool)
+    /// A regular expression matched against the status code's three digits.
+    case statusRegex(String, negated: Bool)
+}
+
+/// A file's bytes served as the whole response for a status (`errorfile CODE PATH`):
+/// read when the configuration is loaded, as haproxy does, so a missing file is a
+/// configuration error and not a surprise at the first 503.
+public struct ErrorFile: Sendable, Equatable {
+    public var status: Int
+    public var path: String
+    /// The file as written: a status line, header fields, an empty line and a body.
+    public var response: [UInt8]
+
+    public init(status: Int, path: String, response: [UInt8]) {
+        self.status = status
+        self.path = path
+        self.response = response
     }
 }
 
@@ -153,13 +293,18 @@ public struct ServerConfig: Sendable, Equatable {
     public var backup: Bool
     /// nil when the server line has no `check`.
     public var check: HealthCheckConfig?
+    /// `slowstart D`: after the server comes back UP, its weight ramps from almost
+    /// nothing to `weight` over this time.
+    public var slowStart: Duration?
 
-    public init(name: String, address: HostPort, weight: Int = 1, backup: Bool = false, check: HealthCheckConfig? = nil) {
+    public init(name: String, address: HostPort, weight: Int = 1, backup: Bool = false, check: HealthCheckConfig? = nil,
+                slowStart: Duration? = nil) {
         self.name = name
         self.address = address
         self.weight = weight
         self.backup = backup
         self.check = check
+        self.slowStart = slowStart
     }
 }
 
@@ -179,10 +324,21 @@ public struct BackendConfig: Sendable, Equatable {
     /// Where the server list comes from when it is not (only) the `server` lines: a
     /// balancerd extension, `discovery consul|etcd ...` (see DiscoveryConfig).
     public var discovery: DiscoveryConfig?
+    /// What this backend's checks send and expect (`option httpchk`, `http-check`,
+    /// `timeout check`). Which servers are checked, and how often, is per server.
+    public var healthCheck: BackendHealthCheck
+    /// Check parameters for servers that arrive without any: servers from discovery, or
+    /// every server with `--check-interval`. A file's `default-server check ...` in a
+    /// discovered backend sets it too. nil: such servers are not checked.
+    public var defaultCheck: HealthCheckConfig?
+    /// `errorfile CODE PATH` in this backend (or its defaults): used for the errors that
+    /// happen once this backend is chosen (502, 503, 504).
+    public var errorFiles: [ErrorFile]
 
     public init(name: String, mode: ProxyMode, balance: BalanceAlgorithm = .roundRobin, servers: [ServerConfig] = [],
                 timeouts: Timeouts = Timeouts(), retries: Int = 3, redispatch: Bool = true, allBackups: Bool = false,
-                discovery: DiscoveryConfig? = nil) {
+                discovery: DiscoveryConfig? = nil, healthCheck: BackendHealthCheck = BackendHealthCheck(),
+                defaultCheck: HealthCheckConfig? = nil, errorFiles: [ErrorFile] = []) {
         self.name = name
         self.mode = mode
         self.balance = balance
@@ -192,6 +348,9 @@ public struct BackendConfig: Sendable, Equatable {
         self.redispatch = redispatch
         self.allBackups = allBackups
         self.discovery = discovery
+        self.healthCheck = healthCheck
+        self.defaultCheck = defaultCheck
+        self.errorFiles = errorFiles
     }
 }
 

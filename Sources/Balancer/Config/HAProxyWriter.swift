@@ -14,7 +14,9 @@ public enum HAProxyWriter {
         if !out.isEmpty { out.append("") }
 
         out.append("global")
-        out.append("    maxconn \(configuration.global.maxConnections)")
+        // Only a maxconn the user set: a derived one belongs to this machine's descriptor
+        // limit, and haproxy derives its own from the machine it runs on.
+        if let maxconn = configuration.global.maxConnections { out.append("    maxconn \(maxconn)") }
         if let threads = configuration.global.threads { out.append("    nbthread \(threads)") }
         out.append("")
 

@@ -68,7 +68,7 @@ public final class Proxy: @unchecked Sendable {
     public init(configuration: Configuration, options: ProxyOptions) throws {
         self.configuration = configuration
         self.options = options
-        self.shared = ProxyShared(maxConnections: configuration.global.maxConnections, quiet: options.quiet)
+        self.shared = ProxyShared(maxConnections: configuration.global.maxConnections ?? MaxConnections.derived(), quiet: options.quiet)
         var frontends: [FrontendRuntime] = []
         for (i, frontend) in configuration.frontends.enumerated() {
             guard let backendIndex = configuration.backends.firstIndex(where: { $0.name == frontend.defaultBackend }) else {
