@@ -29,17 +29,82 @@ public final class ServerHealth: Sendable {
     public let current = Atomic<Int>(0)
     public let total = Atomic<Int>(0)
     public let failedConnects = Atomic<Int>(0)
+    /// The most connections it had at once (haproxy `smax`).
+    public let maxCurrent = Atomic<Int>(0)
+    /// haproxy's cumulative counters (bytes, requests, responses, errors, times), per loop.
+    public let stats: StatCounters
 
-    public init() {}
+    /// The operator's state (Runtime API `set server ... state`, `disable/enable server`,
+    /// the stats page), a raw `AdminState`. Lives here, not in the table, so that it
+    /// survives discovery updates for as long as the server exists.
+    public let adminRaw = Atomic<UInt8>(AdminState.ready.rawValue)
+    /// The operator's weight (`set server B/S weight N`), or -1 for the configured one.
+    public let operatorWeight = Atomic<Int>(-1)
+    /// Slow start: the share of its weight the server gets now, in per mille (1000 =
+    /// all of it). Set by the health checker while a server that came back ramps up.
+    public let rampPerMille = Atomic<Int>(1000)
+
+    // What the active checks learnt, for the stats page, `show stat` and /metrics. Written
+    // by the checker only; readers may see one field of a check before another.
+    /// The last check's result (haproxy `check_status`), a raw `CheckStatus`.
+    public let checkStatusRaw = Atomic<UInt8>(CheckStatus.unknown.rawValue)
+    /// The last layer-7 check's HTTP status (haproxy `check_code`), 0 if none.
+    public let checkCode = Atomic<Int>(0)
+    /// How long the last check took, in ms (haproxy `check_duration`), -1 if none.
+    public let checkDurationMilliseconds = Atomic<Int>(-1)
+    /// Failed checks (haproxy `chkfail`), and UP-to-DOWN transitions (`chkdown`).
+    public let checkFailures = Atomic<Int>(0)
+    public let downTransitions = Atomic<Int>(0)
+    /// When the server last changed state, monotonic ns (haproxy `lastchg`), 0: never.
+    public let lastChange = Atomic<Int64>(0)
+    /// Time spent DOWN before the current DOWN period, ns (haproxy `downtime` is this plus
+    /// the current period, see `downtime(now:)`).
+    public let downtimeBefore = Atomic<Int64>(0)
+    /// haproxy's `check_health` counter and the `rise`/`fall` it runs between: UP while
+    /// health >= rise; "UP 2/3" and "DOWN 1/2" in the status column come from it.
+    public let checkHealth = Atomic<Int>(0)
+
+    /// `loops`: the number of event loops that count into `stats`.
+    public init(loops: Int = 1) {
+        stats = StatCounters(loops: loops)
+    }
+
+    public var checkStatus: CheckStatus {
+        CheckStatus(rawValue: checkStatusRaw.load(ordering: .relaxed)) ?? .unknown
+    }
+
+    public var adminState: AdminState {
+        AdminState(rawValue: adminRaw.load(ordering: .relaxed)) ?? .ready
+    }
+
+    /// The weight the balancer uses now: the operator's or the configured one, scaled by
+    /// slow start. A server with any weight keeps at least 1 while ramping, as haproxy's
+    /// eweight does, so that it is tried at all.
+    public func effectiveWeight(configured: Int) -> Int {
+        let chosen = operatorWeight.load(ordering: .relaxed)
+        let base = chosen >= 0 ? chosen : configured
+        let ramp = rampPerMille.load(ordering: .relaxed)
+        guard base > 0, ramp < 1000 else { return base }
+        return max(1, base * ramp / 1000)
+    }
 
     /// How long a server whose connect just failed is passed over. Short, so a server
     /// that restarts is back quickly; long enough that a burst of new connections does
     /// not all pay the failed-connect round trip first.
     public static let passiveHoldDown: Int64 = 2_000_000_000
 
+    /// New traffic may go here: up by check, not drained or in maintenance, and not
+    /// passed over after a failed connect.
     @inline(__always)
     public func isUsable(now: Int64) -> Bool {
-        checkedUp.load(ordering: .relaxed) && passiveDownUntil.load(ordering: .relaxed) <= now
+        isAcceptable && passiveDownUntil.load(ordering: .relaxed) <= now
+    }
+
+    /// Up by check and ready by the operator: what a pick falls back to when passive
+    /// hold-down leaves nothing.
+    @inline(__always)
+    public var isAcceptable: Bool {
+        checkedUp.load(ordering: .relaxed) && adminRaw.load(ordering: .relaxed) == AdminState.ready.rawValue
     }
 
     /// A connect to this server failed (refused, unreachable or timed out).
@@ -55,6 +120,37 @@ public final class ServerHealth: Sendable {
             passiveDownUntil.store(0, ordering: .relaxed)
         }
     }
+}
+
+/// haproxy's check results (`check_status`), as its stats show them.
+public enum CheckStatus: UInt8, Sendable, CaseIterable {
+    case unknown = 0, initializing, socketError, l4ok, l4timeout, l4connection, l7ok, l7timeout, l7response, l7status
+
+    /// The text of haproxy's `check_status` column.
+    public var text: String {
+        switch self {
+        case .unknown: "UNK"
+        case .initializing: "INI"
+        case .socketError: "SOCKERR"
+        case .l4ok: "L4OK"
+        case .l4timeout: "L4TOUT"
+        case .l4connection: "L4CON"
+        case .l7ok: "L7OK"
+        case .l7timeout: "L7TOUT"
+        case .l7response: "L7RSP"
+        case .l7status: "L7STS"
+        }
+    }
+}
+
+/// haproxy's administrative server states (`set server B/S state ...`).
+public enum AdminState: UInt8, Sendable, CaseIterable {
+    /// Takes traffic when its checks say so.
+    case ready = 0
+    /// No new traffic; what is in flight finishes; checks go on.
+    case drain = 1
+    /// Maintenance: no traffic and no checks.
+    case maint = 2
 }
 
 /// One server of a published table. Immutable apart from its shared health.

@@ -47,11 +47,14 @@ public final class BackendTable: Sendable {
         self.settings = BackendSettings(config)
         self.servers = servers
         self.allBackups = config.allBackups
-        let primaryWeights = servers.map { $0.isBackup ? 0 : $0.weight }
-        let backupWeights = servers.map { $0.isBackup ? $0.weight : 0 }
+        // Effective weights: the operator's and slow start's changes reach the schedule
+        // by a new table (Proxy.reweigh), never by arithmetic per pick.
+        let weights = servers.map { $0.health.effectiveWeight(configured: $0.weight) }
+        let primaryWeights = servers.indices.map { servers[$0].isBackup ? 0 : weights[$0] }
+        let backupWeights = servers.indices.map { servers[$0].isBackup ? weights[$0] : 0 }
         self.primaries = RoundRobinSelector(order: WeightedRoundRobin.schedule(weights: primaryWeights))
         self.backups = RoundRobinSelector(order: WeightedRoundRobin.schedule(weights: backupWeights))
-        self.backupOrder = servers.indices.filter { servers[$0].isBackup && servers[$0].weight > 0 }
+        self.backupOrder = servers.indices.filter { servers[$0].isBackup && weights[$0] > 0 }
     }
 
     /// The server for a new connection (or a retry, avoiding the one that just failed).
@@ -64,7 +67,7 @@ public final class BackendTable: Sendable {
     public func pick(avoiding: Int? = nil, now: Int64) -> Int? {
         let servers = self.servers
         let preferred = { (i: Int) in servers[i].health.isUsable(now: now) }
-        let acceptable = { (i: Int) in servers[i].health.checkedUp.load(ordering: .relaxed) }
+        let acceptable = { (i: Int) in servers[i].health.isAcceptable }
         let primary = primaries.next(avoiding: avoiding, preferred: preferred, acceptable: acceptable)
         if let primary, primary.exact { return primary.index }
         let backup = pickBackup(avoiding: avoiding, preferred: preferred, acceptable: acceptable)

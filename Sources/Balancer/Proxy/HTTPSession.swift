@@ -96,6 +96,8 @@ final class HTTPSession: EventHandler, ProxySession {
     /// Set when a step changed the session in a way earlier steps of the same round did
     /// not see (a new server connection): `advance` then runs another round.
     var stateChanged = false
+    /// Bytes read from the client since the last exchange was counted (haproxy `bin`).
+    private var clientBytesUncounted = 0
 
     /// Backpressure: stop reading a side while this much waits for the other.
     static let highWater = 64 * 1024
@@ -203,7 +205,7 @@ final class HTTPSession: EventHandler, ProxySession {
         guard !closed else { return }
         if machine.phase == .exchanging && machine.connecting
             && loop.now >= machine.connectStartedAt + machine.timeouts.connect {
-            server?.health.recordConnectFailure(now: loop.now)
+            if let server { SessionStats.connectFailed(server, backend: backend, loop: loop) }
         }
         perform(machine.timerFired(now: loop.now, clientInputPending: !clientIn.isEmpty,
                                    clientOutputPending: !clientOut.isEmpty, serverReadPaused: serverReadPaused), loop: loop)
@@ -337,6 +339,7 @@ final class HTTPSession: EventHandler, ProxySession {
                 // next bytes that arrive, so there is no need to learn it from an EAGAIN.
                 if n < target.count && !clientHangupSeen { clientReadable = false }
                 if !lingering {
+                    clientBytesUncounted &+= n
                     clientIn.didWrite(n)
                     machine.clientRead(now: loop.now)
                 }
@@ -484,6 +487,7 @@ final class HTTPSession: EventHandler, ProxySession {
         dropServer(reusable: false, loop: loop)
         stateChanged = true
         let server = table.servers[index]
+        SessionStats.attempting(machine.attempts + 1, next: server, previous: self.server, backend: backend, loop: loop)
         self.server = server
         serverReadable = true
         serverWritable = true
@@ -522,7 +526,7 @@ final class HTTPSession: EventHandler, ProxySession {
     }
 
     private func connectFailed(timedOut: Bool, loop: EventLoop) {
-        server?.health.recordConnectFailure(now: loop.now)
+        if let server { SessionStats.connectFailed(server, backend: backend, loop: loop) }
         dropServer(reusable: false, loop: loop)
         perform(machine.connectFailed(timedOut: timedOut, now: loop.now), loop: loop)
     }
@@ -616,8 +620,8 @@ final class HTTPSession: EventHandler, ProxySession {
 
     /// The server connection broke (reset, or closed before the response was complete).
     private func serverFailed(loop: EventLoop) {
-        if phase == .exchanging && !machine.responseStarted && !machine.serverReused {
-            server?.health.recordConnectFailure(now: loop.now)
+        if phase == .exchanging && !machine.responseStarted && !machine.serverReused, let server {
+            SessionStats.connectFailed(server, backend: backend, loop: loop)
         }
         dropServer(reusable: false, loop: loop)
         perform(machine.serverFailed(now: loop.now), loop: loop)
@@ -846,7 +850,10 @@ final class HTTPSession: EventHandler, ProxySession {
         if x.upActive {
             let read = x.up.bytesRead, written = x.up.bytesWritten
             let outcome = x.up.pump(budget: TCPSession.budget)
-            if x.up.bytesRead != read { machine.clientRead(now: loop.now) }
+            if x.up.bytesRead != read {
+                clientBytesUncounted &+= x.up.bytesRead - read
+                machine.clientRead(now: loop.now)
+            }
             if x.up.bytesWritten != written { machine.serverWritten(now: loop.now); progress = true }
             clientReadable = x.up.sourceReadable
             serverWritable = x.up.destinationWritable
@@ -998,7 +1005,6 @@ final class HTTPSession: EventHandler, ProxySession {
     // MARK: log
 
     private func log(loop: EventLoop) {
-        guard !worker.shared.quiet else { return }
         let m = machine
         let start = m.firstByteAt > 0 ? m.firstByteAt : m.exchangeStartedAt
         let timings = AccessLog.HTTPTimings(
@@ -1008,6 +1014,12 @@ final class HTTPSession: EventHandler, ProxySession {
             total: Int((loop.now - start) / 1_000_000))
         // The date of the request's first byte, from the wall clock now and the monotonic
         // time since then (one clock read per log line, none per request).
+        SessionStats.ended(SessionRecord(
+            frontend: frontend, backend: backend, server: m.server >= 0 ? server : nil, status: m.status,
+            bytesIn: clientBytesUncounted, bytesOut: bytesToClient, connectMilliseconds: timings.connect,
+            responseMilliseconds: timings.response, totalMilliseconds: timings.total, termination: m.termination), loop: loop)
+        clientBytesUncounted = 0
+        guard !worker.shared.quiet else { return }
         let wall = Posix.wallClockMilliseconds() - (loop.now - start) / 1_000_000
         let context = AccessLogContext(peer: peer, wallMilliseconds: wall,
                                        frontend: frontend, backend: worker.backendCounters[frontend.backendIndex],

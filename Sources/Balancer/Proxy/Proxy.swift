@@ -69,15 +69,16 @@ public final class Proxy: @unchecked Sendable {
         self.configuration = configuration
         self.options = options
         self.shared = ProxyShared(maxConnections: configuration.global.maxConnections ?? MaxConnections.derived(), quiet: options.quiet)
+        let loops = max(1, options.threads)
         var frontends: [FrontendRuntime] = []
         for (i, frontend) in configuration.frontends.enumerated() {
             guard let backendIndex = configuration.backends.firstIndex(where: { $0.name == frontend.defaultBackend }) else {
                 throw ProxyError("frontend '\(frontend.name)': no backend named '\(frontend.defaultBackend)'")
             }
-            frontends.append(FrontendRuntime(index: i, config: frontend, backendIndex: backendIndex))
+            frontends.append(FrontendRuntime(index: i, config: frontend, backendIndex: backendIndex, loops: loops))
         }
         self.frontends = frontends
-        self.backendCounters = configuration.backends.map { BackendCounters(name: $0.name) }
+        self.backendCounters = configuration.backends.map { BackendCounters(name: $0.name, loops: loops) }
         self.healthChecker = HealthChecker()
 
         var initial: [BackendTable] = []
@@ -85,7 +86,8 @@ public final class Proxy: @unchecked Sendable {
             for backend in configuration.backends {
                 state.generation += 1
                 initial.append(try Proxy.buildTable(backend, set: BackendSet(servers: backend.servers),
-                                                    generation: state.generation, registry: &state.healthRegistry))
+                                                    generation: state.generation, registry: &state.healthRegistry,
+                                                    loops: loops))
             }
             state.tables = initial
             state.backendConfigs = configuration.backends
@@ -104,7 +106,7 @@ public final class Proxy: @unchecked Sendable {
 
     /// Resolves a backend set into a table. Blocking (name resolution): control thread only.
     static func buildTable(_ config: BackendConfig, set: BackendSet, generation: UInt64,
-                           registry: inout [String: ServerHealth]) throws -> BackendTable {
+                           registry: inout [String: ServerHealth], loops: Int) throws -> BackendTable {
         var servers: [Server] = []
         for server in set.servers {
             let address: SocketAddress
@@ -115,7 +117,7 @@ public final class Proxy: @unchecked Sendable {
             }
             // Health follows the server across tables: same backend, name and address.
             let key = "\(config.name)/\(server.name)/\(address)"
-            let health = registry[key] ?? ServerHealth()
+            let health = registry[key] ?? ServerHealth(loops: loops)
             registry[key] = health
             servers.append(Server(config: server, address: address, health: health))
         }
@@ -189,7 +191,8 @@ public final class Proxy: @unchecked Sendable {
             let backendConfig = config ?? state.backendConfigs[index]
             // An identical set (and settings) changes nothing: no new generation.
             if current.servers.map(\.config) == set.servers && backendConfig == state.backendConfigs[index] { return nil }
-            let table = try Proxy.buildTable(backendConfig, set: set, generation: state.generation + 1, registry: &state.healthRegistry)
+            let table = try Proxy.buildTable(backendConfig, set: set, generation: state.generation + 1,
+                                             registry: &state.healthRegistry, loops: workers.count)
             state.generation += 1
             state.backendConfigs[index] = backendConfig
             state.tables[index] = table
@@ -217,6 +220,24 @@ public final class Proxy: @unchecked Sendable {
         }
         healthChecker.watch(publishLock.withLock { $0.tables })
         return table.generation
+    }
+
+    /// Republishes backend `name` with the same servers after a change of effective
+    /// weight (the operator's weight or state, slow start): a new table generation whose
+    /// schedule uses the new weights. Any thread, loops included: it does not wait for the
+    /// loops to take the table (a loop waiting on itself would never return).
+    public func reweigh(backend name: String) {
+        guard let index = backendCounters.firstIndex(where: { $0.name == name }) else { return }
+        let table: BackendTable = publishLock.withLock { state in
+            let current = state.tables[index]
+            state.generation += 1
+            let table = BackendTable(generation: state.generation, config: state.backendConfigs[index], servers: current.servers)
+            state.tables[index] = table
+            return table
+        }
+        for worker in workers {
+            worker.loop.execute { worker.install(table, backend: index) }
+        }
     }
 
     /// Applies a re-read configuration (SIGHUP). Backend settings and servers change in

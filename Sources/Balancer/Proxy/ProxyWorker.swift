@@ -104,7 +104,7 @@ final class ProxyWorker: @unchecked Sendable {
 
     func startSession(client: CInt, peer: SocketAddress, frontend: FrontendRuntime) {
         // TCP_NODELAY comes from the listener (see Socket.listen).
-        frontend.current.add(1, ordering: .relaxed)
+        frontend.maxCurrent.raiseMaximum(to: frontend.current.add(1, ordering: .relaxed).newValue)
         frontend.total.add(1, ordering: .relaxed)
         switch frontend.config.mode {
         case .tcp:
@@ -124,6 +124,12 @@ final class ProxyWorker: @unchecked Sendable {
     }
 
     func sessionEnded(_ session: TCPSession, termination: TerminationState, loop: EventLoop) {
+        SessionStats.ended(SessionRecord(
+            frontend: session.frontend, backend: backendCounters[session.frontend.backendIndex], server: session.server,
+            status: nil, bytesIn: session.up.bytesWritten, bytesOut: session.down.bytesWritten,
+            connectMilliseconds: session.connectedAt >= 0 ? Int((session.connectedAt - session.connectStartedAt) / 1_000_000) : -1,
+            responseMilliseconds: -1, totalMilliseconds: Int((loop.now - session.acceptedAt) / 1_000_000),
+            termination: termination), loop: loop)
         if !shared.quiet { logConnection(session, termination: termination, loop: loop) }
         session.frontend.current.wrappingSubtract(1, ordering: .relaxed)
         releaseSlot(loop: loop)

@@ -38,8 +38,12 @@ public final class FrontendRuntime: Sendable {
     let clientTimeout: Int64
     public let current = Atomic<Int>(0)
     public let total = Atomic<Int>(0)
+    /// The most connections it had at once (haproxy `smax`).
+    public let maxCurrent = Atomic<Int>(0)
+    public let stats: StatCounters
 
-    init(index: Int, config: Frontend, backendIndex: Int) {
+    init(index: Int, config: Frontend, backendIndex: Int, loops: Int) {
+        self.stats = StatCounters(loops: loops)
         self.index = index
         self.config = config
         self.nameBytes = Array(config.name.utf8)
@@ -54,9 +58,28 @@ public final class BackendCounters: Sendable {
     let nameBytes: [UInt8]
     public let current = Atomic<Int>(0)
     public let total = Atomic<Int>(0)
+    /// The most connections it had at once (haproxy `smax`).
+    public let maxCurrent = Atomic<Int>(0)
+    public let stats: StatCounters
 
-    init(name: String) {
+    init(name: String, loops: Int) {
+        self.stats = StatCounters(loops: loops)
         self.name = name
         self.nameBytes = Array(name.utf8)
+    }
+}
+
+extension Atomic where Value == Int {
+    /// Raises this maximum to `value` if it is higher (haproxy's `smax`). Called per new
+    /// connection, not per request; the loop only runs again when another thread raised
+    /// the maximum in between.
+    @inline(__always)
+    func raiseMaximum(to value: Int) {
+        var seen = load(ordering: .relaxed)
+        while value > seen {
+            let (exchanged, original) = compareExchange(expected: seen, desired: value, ordering: .relaxed)
+            if exchanged { return }
+            seen = original
+        }
     }
 }

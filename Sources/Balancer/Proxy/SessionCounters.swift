@@ -11,9 +11,9 @@ struct ServerUse {
     /// Counts `server` as serving this session. The previous use must have ended.
     mutating func begin(_ server: Server, backend: BackendCounters) {
         precondition(!isCounted, "a server use that did not end")
-        server.health.current.add(1, ordering: .relaxed)
+        server.health.maxCurrent.raiseMaximum(to: server.health.current.add(1, ordering: .relaxed).newValue)
         server.health.total.add(1, ordering: .relaxed)
-        backend.current.add(1, ordering: .relaxed)
+        backend.maxCurrent.raiseMaximum(to: backend.current.add(1, ordering: .relaxed).newValue)
         backend.total.add(1, ordering: .relaxed)
         isCounted = true
     }

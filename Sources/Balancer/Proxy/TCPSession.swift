@@ -17,6 +17,7 @@ final class TCPSession: EventHandler, ProxySession {
     /// table still has its object while this connection finishes.
     var table: BackendTable
     var server: Server?
+    private var backend: BackendCounters { worker.backendCounters[frontend.backendIndex] }
     /// The server's and backend's `current`/`total` while connected.
     var serverUse = ServerUse()
     var serverFD: CInt = -1
@@ -107,8 +108,10 @@ final class TCPSession: EventHandler, ProxySession {
             serverFD = -1
         }
         let server = table.servers[index]
+        let previous = self.server
         self.server = server
         machine.connecting(to: index)
+        SessionStats.attempting(machine.attempts, next: server, previous: previous, backend: backend, loop: loop)
         retries = machine.attempts - 1
         connectStartedAt = loop.now
         serverSide = serverSide == 1 ? 2 : 1
@@ -117,7 +120,7 @@ final class TCPSession: EventHandler, ProxySession {
         do {
             (fd, connected) = try Socket.connect(to: server.address)
         } catch {
-            server.health.recordConnectFailure(now: loop.now)
+            SessionStats.connectFailed(server, backend: backend, loop: loop)
             perform(machine.connectFailed(timedOut: false), loop: loop)
             return
         }
@@ -181,7 +184,7 @@ final class TCPSession: EventHandler, ProxySession {
                 guard output || input else { return }
                 if let error = Posix.pendingError(serverFD) {
                     _ = error
-                    server?.health.recordConnectFailure(now: loop.now)
+                    if let server { SessionStats.connectFailed(server, backend: backend, loop: loop) }
                     perform(machine.connectFailed(timedOut: false), loop: loop)
                 } else {
                     connectSucceeded(loop: loop)
@@ -202,7 +205,7 @@ final class TCPSession: EventHandler, ProxySession {
         switch machine.state {
         case .connecting:
             deadline = 0
-            server?.health.recordConnectFailure(now: loop.now)
+            if let server { SessionStats.connectFailed(server, backend: backend, loop: loop) }
             perform(machine.connectFailed(timedOut: true), loop: loop)
         case .established:
             let clientExpiry = lastClientIO + clientTimeout

@@ -45,6 +45,12 @@ int cbs_set_thread_name(pthread_t thread, const char *name);
 // Flags for socket(2) and accept4(2): SOCK_NONBLOCK | SOCK_CLOEXEC.
 int cbs_sock_flags(void);
 
+// Per-loop statistics counters (Metrics/StatCounters.swift): each slot has one writer,
+// its loop, so an increment is a relaxed load and store, no locked instruction; readers on
+// other threads load relaxed and may see a count one step old, never a torn one.
+static inline uint64_t cbs_counter_load(const uint64_t *slot) { return __atomic_load_n(slot, __ATOMIC_RELAXED); }
+static inline void cbs_counter_store(uint64_t *slot, uint64_t value) { __atomic_store_n(slot, value, __ATOMIC_RELAXED); }
+
 static inline int cbs_epoll_create(void) { return epoll_create1(EPOLL_CLOEXEC); }
 static inline int cbs_epoll_ctl(int epfd, int op, int fd, uint32_t events, uint64_t data) {
     struct epoll_event ev;
