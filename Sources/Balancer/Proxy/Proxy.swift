@@ -54,6 +54,9 @@ public final class Proxy: @unchecked Sendable {
     public let healthChecker: HealthChecker
     public private(set) var boundAddresses: [BoundAddress] = []
     private var started = false
+    /// When the proxy was built (monotonic ns, and wall-clock ms): uptime and lastchg.
+    let startedAt = Posix.monotonicNanoseconds()
+    let startedWall = Posix.wallClockMilliseconds()
 
     struct PublishState {
         var tables: [BackendTable] = []
@@ -290,6 +293,14 @@ public final class Proxy: @unchecked Sendable {
         }
         return live
     }
+
+    /// Tables, the backend settings they were built with, and the generation, read at once.
+    func publishedState() -> (tables: [BackendTable], configs: [BackendConfig], generation: UInt64) {
+        publishLock.withLock { ($0.tables, $0.backendConfigs, $0.generation) }
+    }
+
+    /// The number of event loops.
+    public var workerCount: Int { workers.count }
 
     /// The current table of each backend (control thread view).
     public var tables: [BackendTable] { publishLock.withLock { $0.tables } }

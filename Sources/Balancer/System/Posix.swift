@@ -250,6 +250,8 @@ public enum Posix {
         return Int(limit.rlim_cur)
     }
 
+    public static func processID() -> Int32 { getpid() }
+
     public static func cpuCount() -> Int {
         max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
     }
