@@ -52,6 +52,10 @@ struct CommandLineOptions: Sendable, Equatable {
     var discovery: DiscoveryConfig?
     /// `--stats HOST:PORT`: the stats page and the live /haproxy.cfg.
     var stats: HostPort?
+    /// `--check-interval DURATION`: active checks for every server, discovered ones too.
+    var checkInterval: Duration?
+    /// `--check-http PATH`: those checks are `GET PATH HTTP/1.1` expecting 2xx or 3xx.
+    var checkHTTP: String?
     /// The raw discovery flags, assembled into `discovery` after the scan.
     private var consulURL: String?, consulService: String?, consulTag: String?, consulDC: String?, consulToken: String?
     private var etcdURL: String?, etcdPrefix: String?
@@ -85,6 +89,7 @@ struct CommandLineOptions: Sendable, Equatable {
                          [--threads N] [--grace DURATION] [--quiet]
                          [--consul URL --service NAME [--tag TAG] [--dc DC] [--consul-token TOKEN]]
                          [--etcd URL --etcd-prefix PREFIX] [--stats HOST:PORT]
+                         [--check-interval DURATION] [--check-http PATH]
                balancerd check --config FILE
                balancerd export-haproxy [the options of a run]
                balancerd --help | --version
@@ -99,6 +104,11 @@ struct CommandLineOptions: Sendable, Equatable {
                                e.g. 500ms, 30s, 2m; a bare number is milliseconds, as in haproxy)
           --quiet              no per-connection / per-request log lines
           --stats HOST:PORT    serve the stats page at / and the live table as /haproxy.cfg
+          --check-interval DURATION
+                               check every server (discovered ones too) this often, as haproxy's
+                               `check inter DURATION` with rise 2 fall 3; without --check-http a check is a TCP connect
+          --check-http PATH    checks are `GET PATH HTTP/1.1` (Host: the server's HOST:PORT) and pass on 2xx or 3xx;
+                               alone, it checks every 2s
           --consul URL         follow the passing instances of --service in Consul (blocking queries)
           --service NAME       the Consul service to follow
           --tag TAG            only instances with this tag
@@ -214,6 +224,20 @@ struct CommandLineOptions: Sendable, Equatable {
                 } catch {
                     throw UsageError(message: "--stats: \(error.message)")
                 }
+            case "--check-interval":
+                try once()
+                let text = try value()
+                guard let interval = DurationParser.parse(text), interval > .zero else {
+                    throw UsageError(message: "--check-interval: invalid duration '\(text)' (e.g. 500ms, 2s, 1m)")
+                }
+                options.checkInterval = interval
+            case "--check-http":
+                try once()
+                let path = try value()
+                guard path.hasPrefix("/"), !path.contains(where: { $0 == " " || $0.isNewline }) else {
+                    throw UsageError(message: "--check-http: expected a path starting with '/' and without spaces, got '\(path)'")
+                }
+                options.checkHTTP = path
             case "--consul":
                 try once()
                 options.consulURL = try value()
@@ -287,6 +311,9 @@ struct CommandLineOptions: Sendable, Equatable {
             if listen != nil || !servers.isEmpty || mode != nil || discovery != nil {
                 throw UsageError(message: "--config cannot be combined with --listen/--server/--mode/--consul/--etcd; put them in the file")
             }
+            if checkInterval != nil || checkHTTP != nil {
+                throw UsageError(message: "--check-interval and --check-http cannot be combined with --config; use `check` and `option httpchk` in the file")
+            }
             if demo {
                 throw UsageError(message: "--demo cannot be combined with --config; the demo brings its own servers")
             }
@@ -359,6 +386,16 @@ struct CommandLineOptions: Sendable, Equatable {
                 frontends: [Frontend(name: "main", binds: [listen ?? Self.defaultListen], mode: mode, defaultBackend: "main",
                                      forwardFor: mode == .http)],
                 backends: [BackendConfig(name: "main", mode: mode, servers: servers, discovery: discovery)])
+            if checkInterval != nil || checkHTTP != nil {
+                // haproxy's `check` defaults (inter 2s, rise 2, fall 3), with the interval asked.
+                let check = HealthCheckConfig(interval: checkInterval ?? HealthCheckConfig().interval)
+                configuration.backends[0].defaultCheck = check
+                for i in configuration.backends[0].servers.indices { configuration.backends[0].servers[i].check = check }
+                if let checkHTTP {
+                    configuration.backends[0].healthCheck.http = HTTPCheck(method: "GET", uri: checkHTTP, version: "HTTP/1.1",
+                                                                           hostFromServerAddress: true)
+                }
+            }
         }
         if let threads {
             configuration.global.threads = threads

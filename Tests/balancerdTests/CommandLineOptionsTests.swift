@@ -245,6 +245,46 @@ final class CommandLineOptionsTests: XCTestCase {
         }
     }
 
+    // MARK: health check flags
+
+    func testCheckIntervalChecksEveryServerAndDiscoveredOnes() throws {
+        let configuration = try parse("--server", "10.0.0.1:80", "--server", "10.0.0.2:80", "--check-interval", "500ms")
+            .configuration()
+        let backend = try XCTUnwrap(configuration.backends.first)
+        let check = HealthCheckConfig(interval: .milliseconds(500), rise: 2, fall: 3)
+        XCTAssertEqual(backend.defaultCheck, check)
+        XCTAssertEqual(backend.servers.map(\.check), [check, check])
+        XCTAssertNil(backend.healthCheck.http, "without --check-http a check is a TCP connect")
+
+        let discovered = try parse("--consul", "http://127.0.0.1:8500", "--service", "web", "--check-interval", "1s").configuration()
+        XCTAssertEqual(discovered.backends.first?.defaultCheck, HealthCheckConfig(interval: .seconds(1)))
+    }
+
+    func testCheckHTTPMakesChecksGETsWithTheServersAddressAsHost() throws {
+        let configuration = try parse("--server", "10.0.0.1:80", "--check-interval", "2s", "--check-http", "/health")
+            .configuration()
+        XCTAssertEqual(configuration.backends.first?.healthCheck.http,
+                       HTTPCheck(method: "GET", uri: "/health", version: "HTTP/1.1", expect: nil, hostFromServerAddress: true))
+        // Alone, it checks at haproxy's default interval.
+        let alone = try parse("--server", "10.0.0.1:80", "--check-http", "/").configuration()
+        XCTAssertEqual(alone.backends.first?.servers.first?.check, HealthCheckConfig(interval: .seconds(2)))
+        XCTAssertEqual(alone.backends.first?.healthCheck.http?.uri, "/")
+        // No flag, no checks.
+        let none = try parse("--server", "10.0.0.1:80").configuration()
+        XCTAssertNil(none.backends.first?.defaultCheck)
+        XCTAssertNil(none.backends.first?.servers.first?.check)
+    }
+
+    func testBadCheckFlags() {
+        assertUsageError(["--server", "a:1", "--check-interval", "soon"], "--check-interval: invalid duration 'soon' (e.g. 500ms, 2s, 1m)")
+        assertUsageError(["--server", "a:1", "--check-interval", "0"], "--check-interval: invalid duration '0' (e.g. 500ms, 2s, 1m)")
+        assertUsageError(["--server", "a:1", "--check-http", "health"],
+                         "--check-http: expected a path starting with '/' and without spaces, got 'health'")
+        assertUsageError(["--server", "a:1", "--check-interval", "1s", "--check-interval", "2s"], "--check-interval given more than once")
+        assertUsageError(["--config", "x.cfg", "--check-interval", "1s"],
+                         "--check-interval and --check-http cannot be combined with --config; use `check` and `option httpchk` in the file")
+    }
+
     // MARK: export
 
     func testCommandLineConfigurationsRoundTrip() throws {
@@ -260,7 +300,7 @@ final class CommandLineOptionsTests: XCTestCase {
 
     func testUsageMentionsEveryFlag() {
         for flag in ["--config", "--listen", "--mode", "--server", "--threads", "--grace", "--quiet", "--demo", "--help",
-                     "--version", "check"] {
+                     "--version", "check", "--check-interval", "--check-http"] {
             XCTAssertTrue(CommandLineOptions.usage.contains(flag), flag)
         }
         XCTAssertTrue(CommandLineOptions.usage.hasPrefix(

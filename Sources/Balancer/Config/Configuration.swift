@@ -238,15 +238,21 @@ public struct HTTPCheck: Sendable, Equatable {
     public var body: String? = nil
     /// `http-check expect ...`; nil: any 2xx or 3xx status passes (haproxy's default).
     public var expect: HTTPCheckExpect? = nil
+    /// Send `Host: <the checked server's HOST:PORT>` when `headers` have no Host: what
+    /// `--check-http` asks for, since one backend-wide header cannot name each server
+    /// (discovered ones included). haproxy has no such setting; a file never sets it.
+    public var hostFromServerAddress: Bool = false
 
     public init(method: String = "OPTIONS", uri: String = "/", version: String = "HTTP/1.0",
-                headers: [HTTPCheckHeader] = [], body: String? = nil, expect: HTTPCheckExpect? = nil) {
+                headers: [HTTPCheckHeader] = [], body: String? = nil, expect: HTTPCheckExpect? = nil,
+                hostFromServerAddress: Bool = false) {
         self.method = method
         self.uri = uri
         self.version = version
         self.headers = headers
         self.body = body
         self.expect = expect
+        self.hostFromServerAddress = hostFromServerAddress
     }
 }
 

@@ -51,7 +51,8 @@ public final class Proxy: @unchecked Sendable {
     private var workers: [ProxyWorker] = []
     private var threads: [LoopThread] = []
     private let publishLock = Mutex<PublishState>(PublishState())
-    public let healthChecker: HealthChecker
+    /// The active health checks, run on the loops (HealthCheck.swift).
+    private var healthChecks: HealthChecks!
     public private(set) var boundAddresses: [BoundAddress] = []
     private var started = false
     /// When the proxy was built (monotonic ns, and wall-clock ms): uptime and lastchg.
@@ -82,7 +83,6 @@ public final class Proxy: @unchecked Sendable {
         }
         self.frontends = frontends
         self.backendCounters = configuration.backends.map { BackendCounters(name: $0.name, loops: loops) }
-        self.healthChecker = HealthChecker()
 
         var initial: [BackendTable] = []
         try publishLock.withLock { state in
@@ -104,7 +104,8 @@ public final class Proxy: @unchecked Sendable {
             workers[index].log.sink = options.logSink
         }
         try bindListeners()
-        healthChecker.watch(initial)
+        healthChecks = HealthChecks(loops: workers.map(\.loop)) { [weak self] in self?.reweigh(backend: $0) }
+        healthChecks.watch(Array(zip(configuration.backends, initial)))
     }
 
     /// Resolves a backend set into a table. Blocking (name resolution): control thread only.
@@ -178,7 +179,6 @@ public final class Proxy: @unchecked Sendable {
             let loop = worker.loop
             threads.append(LoopThread(name: "balancerd-\(loop.index)") { loop.run() })
         }
-        healthChecker.start()
     }
 
     /// Publishes `set` as the new server list of backend `name`. An identical set does
@@ -221,7 +221,7 @@ public final class Proxy: @unchecked Sendable {
                 Posix.sleep(milliseconds: 1)
             }
         }
-        healthChecker.watch(publishLock.withLock { $0.tables })
+        healthChecks.watch(publishLock.withLock { Array(zip($0.backendConfigs, $0.tables)) })
         return table.generation
     }
 
@@ -310,7 +310,7 @@ public final class Proxy: @unchecked Sendable {
     /// Graceful stop: close the listeners, wait up to `grace` for open connections to
     /// finish, then cut the rest and stop the loops. Blocks the calling thread.
     public func shutdown(grace: Duration) {
-        healthChecker.stop()
+        healthChecks.stop()
         let closed = Atomic<Int>(0)
         for worker in workers {
             worker.loop.execute {
