@@ -52,6 +52,8 @@ struct CommandLineOptions: Sendable, Equatable {
     var discovery: DiscoveryConfig?
     /// `--stats HOST:PORT`: the stats page and the live /haproxy.cfg.
     var stats: HostPort?
+    /// `--stats-socket PATH`: the Runtime API on a unix socket, at level admin.
+    var statsSocket: String?
     /// The raw discovery flags, assembled into `discovery` after the scan.
     private var consulURL: String?, consulService: String?, consulTag: String?, consulDC: String?, consulToken: String?
     private var etcdURL: String?, etcdPrefix: String?
@@ -84,7 +86,7 @@ struct CommandLineOptions: Sendable, Equatable {
         usage: balancerd [--config FILE] [--listen HOST:PORT] [--mode http|tcp] [--server HOST:PORT[,weight=N]]...
                          [--threads N] [--grace DURATION] [--quiet]
                          [--consul URL --service NAME [--tag TAG] [--dc DC] [--consul-token TOKEN]]
-                         [--etcd URL --etcd-prefix PREFIX] [--stats HOST:PORT]
+                         [--etcd URL --etcd-prefix PREFIX] [--stats HOST:PORT] [--stats-socket PATH]
                balancerd check --config FILE
                balancerd export-haproxy [the options of a run]
                balancerd --help | --version
@@ -99,6 +101,7 @@ struct CommandLineOptions: Sendable, Equatable {
                                e.g. 500ms, 30s, 2m; a bare number is milliseconds, as in haproxy)
           --quiet              no per-connection / per-request log lines
           --stats HOST:PORT    serve the stats page at / and the live table as /haproxy.cfg
+          --stats-socket PATH  haproxy's Runtime API on a unix socket, level admin (show stat, set server ...)
           --consul URL         follow the passing instances of --service in Consul (blocking queries)
           --service NAME       the Consul service to follow
           --tag TAG            only instances with this tag
@@ -214,6 +217,9 @@ struct CommandLineOptions: Sendable, Equatable {
                 } catch {
                     throw UsageError(message: "--stats: \(error.message)")
                 }
+            case "--stats-socket":
+                try once()
+                options.statsSocket = try value()
             case "--consul":
                 try once()
                 options.consulURL = try value()
@@ -365,6 +371,11 @@ struct CommandLineOptions: Sendable, Equatable {
         }
         if let stats {
             configuration.stats = StatsConfig(bind: stats)
+        }
+        if let statsSocket {
+            // admin: the flag exists to drain and disable servers (haproxy's own default,
+            // operator, may only look).
+            configuration.global.statsSocket = RuntimeSocketConfig(path: statsSocket, level: .admin)
         }
         return configuration
     }
