@@ -18,19 +18,24 @@ struct StatsProxy {
     var frontend: FrontendStats?
     var backend: BackendStats?
 
-    /// Frontends in configuration order, then the backends that are not also a frontend.
-    /// (haproxy lists proxies in declaration order; balancerd's configuration keeps
-    /// frontends and backends apart, so a `backend` declared before a `frontend` comes
-    /// after it here.)
+    /// Each frontend, followed by its default backend when that is a proxy of its own
+    /// (not a `listen`), then any backend no frontend uses. haproxy lists proxies in
+    /// declaration order; balancerd's configuration keeps frontends and backends apart,
+    /// and this order gives the usual `frontend X` + `backend Y` file haproxy's order.
     static func all(_ snapshot: StatsSnapshot) -> [StatsProxy] {
         var proxies: [StatsProxy] = []
+        let frontendNames = Set(snapshot.frontends.map(\.name))
+        func add(backend name: String) {
+            guard !frontendNames.contains(name), !proxies.contains(where: { $0.name == name }),
+                  let backend = snapshot.backends.first(where: { $0.name == name }) else { return }
+            proxies.append(StatsProxy(name: name, id: proxies.count + 2, frontend: nil, backend: backend))
+        }
         for frontend in snapshot.frontends {
             proxies.append(StatsProxy(name: frontend.name, id: proxies.count + 2, frontend: frontend,
                                       backend: snapshot.backends.first { $0.name == frontend.name }))
+            add(backend: frontend.defaultBackend)
         }
-        for backend in snapshot.backends where !proxies.contains(where: { $0.name == backend.name }) {
-            proxies.append(StatsProxy(name: backend.name, id: proxies.count + 2, frontend: nil, backend: backend))
-        }
+        for backend in snapshot.backends { add(backend: backend.name) }
         return proxies
     }
 }

@@ -62,6 +62,8 @@ public struct StatsCounters: Sendable, Equatable {
 public struct FrontendStats: Sendable {
     public var name: String
     public var mode: ProxyMode
+    /// Where its traffic goes (`default_backend`).
+    public var defaultBackend: String
     /// slim: the process's maxconn (balancerd has no per-frontend limit).
     public var sessionLimit: Int
     public var counters: StatsCounters
@@ -163,7 +165,7 @@ extension Proxy {
         let now = Posix.monotonicNanoseconds()
         let (tables, configs, generation) = publishedState()
         let frontends = self.frontends.map { f in
-            FrontendStats(name: f.config.name, mode: f.config.mode, sessionLimit: shared.maxConnections,
+            FrontendStats(name: f.config.name, mode: f.config.mode, defaultBackend: f.config.defaultBackend, sessionLimit: shared.maxConnections,
                           counters: StatsCounters(f.stats, current: f.current.load(ordering: .relaxed),
                                                   maxCurrent: f.maxCurrent.load(ordering: .relaxed),
                                                   total: f.total.load(ordering: .relaxed)))
