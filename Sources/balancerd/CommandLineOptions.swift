@@ -56,6 +56,8 @@ struct CommandLineOptions: Sendable, Equatable {
     var checkInterval: Duration?
     /// `--check-http PATH`: those checks are `GET PATH HTTP/1.1` expecting 2xx or 3xx.
     var checkHTTP: String?
+    /// `--stats-socket PATH`: the Runtime API on a unix socket, at level admin.
+    var statsSocket: String?
     /// The raw discovery flags, assembled into `discovery` after the scan.
     private var consulURL: String?, consulService: String?, consulTag: String?, consulDC: String?, consulToken: String?
     private var etcdURL: String?, etcdPrefix: String?
@@ -88,7 +90,7 @@ struct CommandLineOptions: Sendable, Equatable {
         usage: balancerd [--config FILE] [--listen HOST:PORT] [--mode http|tcp] [--server HOST:PORT[,weight=N]]...
                          [--threads N] [--grace DURATION] [--quiet]
                          [--consul URL --service NAME [--tag TAG] [--dc DC] [--consul-token TOKEN]]
-                         [--etcd URL --etcd-prefix PREFIX] [--stats HOST:PORT]
+                         [--etcd URL --etcd-prefix PREFIX] [--stats HOST:PORT] [--stats-socket PATH]
                          [--check-interval DURATION] [--check-http PATH]
                balancerd check --config FILE
                balancerd export-haproxy [the options of a run]
@@ -109,6 +111,7 @@ struct CommandLineOptions: Sendable, Equatable {
                                `check inter DURATION` with rise 2 fall 3; without --check-http a check is a TCP connect
           --check-http PATH    checks are `GET PATH HTTP/1.1` (Host: the server's HOST:PORT) and pass on 2xx or 3xx;
                                alone, it checks every 2s
+          --stats-socket PATH  haproxy's Runtime API on a unix socket, level admin (show stat, set server ...)
           --consul URL         follow the passing instances of --service in Consul (blocking queries)
           --service NAME       the Consul service to follow
           --tag TAG            only instances with this tag
@@ -238,6 +241,9 @@ struct CommandLineOptions: Sendable, Equatable {
                     throw UsageError(message: "--check-http: expected a path starting with '/' and without spaces, got '\(path)'")
                 }
                 options.checkHTTP = path
+            case "--stats-socket":
+                try once()
+                options.statsSocket = try value()
             case "--consul":
                 try once()
                 options.consulURL = try value()
@@ -402,6 +408,11 @@ struct CommandLineOptions: Sendable, Equatable {
         }
         if let stats {
             configuration.stats = StatsConfig(bind: stats)
+        }
+        if let statsSocket {
+            // admin: the flag exists to drain and disable servers (haproxy's own default,
+            // operator, may only look).
+            configuration.global.statsSocket = RuntimeSocketConfig(path: statsSocket, level: .admin)
         }
         return configuration
     }

@@ -144,8 +144,19 @@ if let statsConfig = configuration.stats {
     }
 }
 
+var runtimeSocket: RuntimeSocketServer?
+if let socketConfig = configuration.global.statsSocket {
+    do {
+        runtimeSocket = try RuntimeSocketServer(proxy: proxy, config: socketConfig, version: version)
+        ControlLog.line("balancerd: runtime API on unix socket \(socketConfig.path) (level \(socketConfig.level.rawValue))")
+    } catch {
+        fail("balancerd: stats socket \(socketConfig.path): \(error)", code: 1)
+    }
+}
+
 proxy.start()
 stats?.start()
+runtimeSocket?.start()
 
 while true {
     let received = controlSignals.withUnsafeBufferPointer { waitForSignal($0, timeoutMilliseconds: 1000) }
@@ -168,6 +179,7 @@ while true {
         ControlLog.line("balancerd: stopping on \(received == SIGTERM ? "SIGTERM" : "SIGINT"): \(proxy.activeConnections) connection(s) open, grace \(DurationParser.format(options.grace))")
         discovery.stop()
         stats?.stop()
+        runtimeSocket?.stop()
         proxy.shutdown(grace: options.grace)
         demo?.stop()
         ControlLog.line("balancerd: stopped")

@@ -306,4 +306,22 @@ final class CommandLineOptionsTests: XCTestCase {
         XCTAssertTrue(CommandLineOptions.usage.hasPrefix(
             "usage: balancerd [--config FILE] [--listen HOST:PORT] [--mode http|tcp] [--server HOST:PORT[,weight=N]]...\n"))
     }
+
+    // MARK: --stats-socket
+
+    func testStatsSocketOpensTheRuntimeAPIAtLevelAdmin() throws {
+        let options = try CommandLineOptions.parse(["--server", "10.0.0.1:80", "--stats-socket", "/run/balancerd.sock"])
+        XCTAssertEqual(options.statsSocket, "/run/balancerd.sock")
+        XCTAssertEqual(try options.configuration().global.statsSocket,
+                       RuntimeSocketConfig(path: "/run/balancerd.sock", mode: nil, level: .admin))
+        XCTAssertNil(try CommandLineOptions.parse(["--server", "10.0.0.1:80"]).configuration().global.statsSocket)
+        XCTAssertEqual(try CommandLineOptions.parse(["--server", "10.0.0.1:80", "--stats-socket=/tmp/a"]).statsSocket, "/tmp/a")
+        XCTAssertThrowsError(try CommandLineOptions.parse(["--server", "10.0.0.1:80", "--stats-socket"])) {
+            XCTAssertEqual(($0 as? UsageError)?.message, "--stats-socket needs a value")
+        }
+        XCTAssertThrowsError(try CommandLineOptions.parse(["--server", "10.0.0.1:80", "--stats-socket", "/a", "--stats-socket", "/b"])) {
+            XCTAssertEqual(($0 as? UsageError)?.message, "--stats-socket given more than once")
+        }
+        XCTAssertTrue(CommandLineOptions.usage.contains("--stats-socket PATH  haproxy's Runtime API on a unix socket"))
+    }
 }

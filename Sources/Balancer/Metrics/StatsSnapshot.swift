@@ -62,6 +62,8 @@ public struct StatsCounters: Sendable, Equatable {
 public struct FrontendStats: Sendable {
     public var name: String
     public var mode: ProxyMode
+    /// Where its traffic goes (`default_backend`).
+    public var defaultBackend: String
     /// slim: the process's maxconn (balancerd has no per-frontend limit).
     public var sessionLimit: Int
     public var counters: StatsCounters
@@ -73,8 +75,10 @@ public struct ServerStats: Sendable {
     public var id: Int
     public var address: SocketAddress
     public var isBackup: Bool
-    /// The weight the balancer uses now (haproxy `weight`, the effective eweight), the
-    /// operator's (`uweight`) and the configured one (`iweight`).
+    /// The server's effective weight (haproxy `weight`, the eweight: the operator's or the
+    /// configured weight, scaled by slow start; drained and maintenance servers keep it,
+    /// as in haproxy, and `isActive` says whether it takes traffic), the operator's
+    /// (`uweight`) and the configured one (`iweight`).
     public var weight: Int
     public var userWeight: Int
     public var initialWeight: Int
@@ -116,6 +120,8 @@ public struct ServerStats: Sendable {
 public struct BackendStats: Sendable {
     public var name: String
     public var mode: ProxyMode
+    /// haproxy's `algo` column.
+    public var balance: BalanceAlgorithm
     public var generation: UInt64
     public var servers: [ServerStats]
     public var counters: StatsCounters
@@ -159,7 +165,7 @@ extension Proxy {
         let now = Posix.monotonicNanoseconds()
         let (tables, configs, generation) = publishedState()
         let frontends = self.frontends.map { f in
-            FrontendStats(name: f.config.name, mode: f.config.mode, sessionLimit: shared.maxConnections,
+            FrontendStats(name: f.config.name, mode: f.config.mode, defaultBackend: f.config.defaultBackend, sessionLimit: shared.maxConnections,
                           counters: StatsCounters(f.stats, current: f.current.load(ordering: .relaxed),
                                                   maxCurrent: f.maxCurrent.load(ordering: .relaxed),
                                                   total: f.total.load(ordering: .relaxed)))
@@ -175,7 +181,7 @@ extension Proxy {
                 if !health.checkedUp.load(ordering: .relaxed), lastChange > 0 { downtime += now - lastChange }
                 return ServerStats(
                     name: server.name, id: position + 1, address: server.address, isBackup: server.isBackup,
-                    weight: health.adminState == .ready ? health.effectiveWeight(configured: server.weight) : 0,
+                    weight: health.effectiveWeight(configured: server.weight),
                     userWeight: operatorWeight >= 0 ? operatorWeight : server.weight, initialWeight: server.weight,
                     admin: health.adminState, checkedUp: health.checkedUp.load(ordering: .relaxed),
                     check: server.config.check ?? configs[index].defaultCheck,
@@ -191,7 +197,7 @@ extension Proxy {
                                             total: health.total.load(ordering: .relaxed)))
             }
             backends.append(BackendStats(
-                name: table.name, mode: configs[index].mode, generation: table.generation, servers: servers,
+                name: table.name, mode: configs[index].mode, balance: configs[index].balance, generation: table.generation, servers: servers,
                 counters: StatsCounters(counters.stats, current: counters.current.load(ordering: .relaxed),
                                         maxCurrent: counters.maxCurrent.load(ordering: .relaxed),
                                         total: counters.total.load(ordering: .relaxed)),

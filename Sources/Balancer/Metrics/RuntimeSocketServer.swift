@@ -1,0 +1,178 @@
+// The Runtime API's unix socket (haproxy's `stats socket PATH [mode M] [level L]`): one
+// thread, one poll(2) over the listener and the open connections, RuntimeAPI for the
+// answers. Several clients at once, because hatop keeps an interactive connection open
+// for as long as it runs while scripts come and go beside it; at most `maximumClients`
+// (haproxy's `stats maxconn`, 10 by default), further connections wait in the backlog.
+//
+// It is for people and scripts, never on the forwarding path: commands run on this thread
+// and may take a snapshot of every counter.
+import Synchronization
+
+public final class RuntimeSocketServer: Sendable {
+    public let config: RuntimeSocketConfig
+    private let api: RuntimeAPI
+    private let listener: CInt
+    /// Signalled by `stop` to end the poll at once.
+    private let wake: CInt
+    private let stopping = Atomic<Bool>(false)
+    private let thread = Mutex<LoopThread?>(nil)
+
+    public static let maximumClients = 10
+    /// A line longer than this is not a command: haproxy's buffer is 16 KiB.
+    static let maximumLine = 16 * 1024
+
+    /// Binds the socket now (so a bad path fails at start-up); `start` begins answering.
+    /// A stale socket file at `config.path` is replaced.
+    public init(proxy: Proxy, config: RuntimeSocketConfig, version: String) throws(SystemError) {
+        self.config = config
+        api = RuntimeAPI(proxy: proxy, version: version)
+        listener = try UnixSocket.listen(path: config.path, mode: config.mode)
+        do throws(SystemError) {
+            wake = try EventFD.create()
+        } catch {
+            Posix.close(listener)
+            UnixSocket.removeFile(config.path)
+            throw error
+        }
+    }
+
+    deinit {
+        Posix.close(listener)
+        Posix.close(wake)
+    }
+
+    public func start() {
+        thread.withLock { $0 = LoopThread(name: "balancerd-cli") { [self] in self.run() } }
+    }
+
+    /// Ends the thread, closes every client and removes the socket file.
+    public func stop() {
+        stopping.store(true, ordering: .releasing)
+        EventFD.signal(wake)
+        let running = thread.withLock { thread in
+            defer { thread = nil }
+            return thread
+        }
+        running?.join()
+        UnixSocket.removeFile(config.path)
+    }
+
+    /// One connection: its unanswered input, its unsent output, and haproxy's session.
+    private struct Client {
+        var fd: CInt
+        var session: RuntimeSession
+        var input: [UInt8] = []
+        var output: [UInt8] = []
+        var sent = 0
+        var deadline: Int64
+        /// The client closed its side: answer what it sent, then close.
+        var peerClosed = false
+    }
+
+    private func run() {
+        var clients: [Client] = []
+        var buffer = [UInt8](repeating: 0, count: 16 * 1024)
+        while !stopping.load(ordering: .acquiring) {
+            var requests = [Posix.PollRequest(fd: wake, events: .readable)]
+            if clients.count < Self.maximumClients { requests.append(Posix.PollRequest(fd: listener, events: .readable)) }
+            for client in clients {
+                requests.append(Posix.PollRequest(fd: client.fd, events: client.sent < client.output.count ? .writable : .readable))
+            }
+            let now = Posix.monotonicNanoseconds()
+            let nearest = clients.map(\.deadline).min().map { max(0, ($0 - now) / 1_000_000) + 1 } ?? 1000
+            guard (try? Posix.poll(&requests, timeoutMilliseconds: Int(min(nearest, 1000)))) != nil else { continue }
+            if stopping.load(ordering: .acquiring) { break }
+
+            for request in requests.dropFirst() where !request.returned.isEmpty {
+                if request.fd == listener {
+                    acceptClients(into: &clients)
+                } else if let index = clients.firstIndex(where: { $0.fd == request.fd }) {
+                    if !serve(&clients[index], buffer: &buffer) {
+                        Posix.close(clients[index].fd)
+                        clients.remove(at: index)
+                    }
+                }
+            }
+            // Idle clients (haproxy's CLI timeout) and clients that stopped reading.
+            let later = Posix.monotonicNanoseconds()
+            clients.removeAll { client in
+                guard client.deadline <= later else { return false }
+                Posix.close(client.fd)
+                return true
+            }
+        }
+        for client in clients { Posix.close(client.fd) }
+    }
+
+    private func acceptClients(into clients: inout [Client]) {
+        while clients.count < Self.maximumClients, case .processed(let fd)? = try? UnixSocket.accept(listener) {
+            let session = RuntimeSession(level: config.level)
+            clients.append(Client(fd: fd, session: session, deadline: Self.deadline(after: session.timeout)))
+        }
+    }
+
+    private static func deadline(after timeout: Duration) -> Int64 {
+        Posix.monotonicNanoseconds() + timeout.nanoseconds
+    }
+
+    /// Reads, answers complete lines, writes. Returns false when the connection is done.
+    private func serve(_ client: inout Client, buffer: inout [UInt8]) -> Bool {
+        if client.sent < client.output.count {
+            let result = client.output[client.sent...].withUnsafeBytes { try? Posix.write(client.fd, $0) }
+            switch result {
+            case .processed(let n)?: client.sent += n
+            case .wouldBlock?: return true
+            case nil: return false
+            }
+            if client.sent < client.output.count { return true }
+            client.output.removeAll(keepingCapacity: true)
+            client.sent = 0
+            if client.session.closing { return false }
+            // Lines that arrived while the answer was going out.
+            return answerLines(&client)
+        }
+        let result = buffer.withUnsafeMutableBytes { try? Posix.read(client.fd, $0) }
+        switch result {
+        case .processed(let n)? where n > 0:
+            client.input.append(contentsOf: buffer[..<n])
+            client.deadline = Self.deadline(after: client.session.timeout)
+        case .wouldBlock?: return true
+        default:
+            client.peerClosed = true
+        }
+        return answerLines(&client)
+    }
+
+    /// Runs every complete line of input (a last line without "\n" too once the peer has
+    /// closed) until the session closes; queues the answers and tries to send them.
+    private func answerLines(_ client: inout Client) -> Bool {
+        while !client.session.closing {
+            let line: [UInt8]
+            if let newline = client.input.firstIndex(of: UInt8(ascii: "\n")) {
+                line = Array(client.input[..<newline])
+                client.input.removeSubrange(...newline)
+            } else if client.peerClosed && !client.input.isEmpty {
+                line = client.input
+                client.input.removeAll()
+            } else {
+                break
+            }
+            let answer = api.execute(line: String(decoding: line, as: UTF8.self), session: &client.session)
+            client.output.append(contentsOf: answer.utf8)
+            client.deadline = Self.deadline(after: client.session.timeout)
+        }
+        if client.input.count > Self.maximumLine { return false }
+        if client.output.isEmpty { return !(client.session.closing || client.peerClosed) }
+        // Send now; what does not fit goes when the socket is writable.
+        let result = client.output.withUnsafeBytes { try? Posix.write(client.fd, $0) }
+        switch result {
+        case .processed(let n)?: client.sent = n
+        case .wouldBlock?: break
+        case nil: return false
+        }
+        if client.sent < client.output.count { return true }
+        client.output.removeAll(keepingCapacity: true)
+        client.sent = 0
+        return !(client.session.closing || client.peerClosed)
+    }
+}
