@@ -82,12 +82,18 @@ if options.demo {
     }
 }
 
+// A file without frontend or listen section is valid (Debian's default haproxy.cfg has
+// none, and haproxy starts on it, serving nothing); running it would only idle.
+if configuration.frontends.isEmpty {
+    fail("balancerd: \(options.configPath ?? "the configuration") has no frontend or listen section: nothing to listen on (balancerd check accepts it; add a frontend to run it)", code: 1)
+}
+
 let threads = options.threads ?? configuration.global.threads ?? Posix.cpuCount()
 // The descriptor budget: raise the soft limit to the hard one, as haproxy does, then
 // either check the user's maxconn against it or derive maxconn from it.
 let fileLimit = Posix.raiseOpenFileLimit(to: Int(Int32.max))
 if let maxconn = configuration.global.maxConnections, MaxConnections.descriptors(for: maxconn) > fileLimit {
-    ControlLog.line("balancerd: warning: open file limit is \(fileLimit), below the \(MaxConnections.descriptors(for: maxconn)) that maxconn \(maxconn) may need; connections fall back to copying through buffers when pipes run out")
+    ControlLog.line("balancerd: warning: open file limit is \(fileLimit), below the \(MaxConnections.descriptors(for: maxconn)) descriptors that maxconn \(maxconn) needs; accepts fail once the limit is reached (leave maxconn unset to derive it from the limit)")
 }
 
 let proxy: Proxy

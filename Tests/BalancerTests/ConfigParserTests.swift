@@ -66,7 +66,9 @@ final class ConfigParserTests: XCTestCase {
 
     func testConsulTemplateFixture() throws {
         let configuration = try HAProxyParser.load(path: fixture("consul-template.cfg"))
-        XCTAssertEqual(configuration.global, GlobalSettings(maxConnections: 4096, threads: nil))
+        XCTAssertEqual(configuration.global, GlobalSettings(
+            maxConnections: 4096, threads: nil,
+            statsSocket: RuntimeSocketConfig(path: "/var/run/haproxy.sock", mode: 0o600, level: .admin)))
 
         var timeouts = Timeouts()
         timeouts.connect = .seconds(5)  // `timeout connect 5000`: bare numbers are milliseconds
@@ -105,7 +107,8 @@ final class ConfigParserTests: XCTestCase {
                 ServerConfig(name: "redis-b", address: hp("10.0.1.12", 6379), check: check),
                 ServerConfig(name: "redis-c", address: hp("10.0.2.11", 6379), backup: true, check: check),
                 ServerConfig(name: "redis-d", address: hp("10.0.2.12", 6379), backup: true, check: check),
-            ], timeouts: timeouts, retries: 2, redispatch: false, allBackups: true),
+            ], timeouts: timeouts, retries: 2, redispatch: false, allBackups: true,
+            healthCheck: BackendHealthCheck(http: nil, timeout: .seconds(2))),  // `timeout check 2s`
         ])
     }
 
@@ -595,7 +598,8 @@ final class ConfigParserTests: XCTestCase {
                 no option allbackups
                 maxconn 1000
             """ + "\n" + minimalProxies))
-        assertError("backend be\n option httpchk GET /health\n", line: 2, keyword: "option httpchk", "health checks are TCP connects")
+        assertError("frontend fe\n option httpchk GET /health\n", line: 2, keyword: "option httpchk", "not allowed in a frontend section")
+        assertError("backend be\n option tcp-check\n", line: 2, keyword: "option tcp-check", "not supported")
         assertError("backend be\n option mysql-check user haproxy\n", line: 2, keyword: "option mysql-check", "not supported")
         assertError("defaults\n option foo\n", line: 2, keyword: "option foo", "unknown or unsupported option 'foo'")
         assertError("defaults\n no option foo\n", line: 2, keyword: "no option foo", "unknown or unsupported option 'foo'")
@@ -655,7 +659,9 @@ final class ConfigParserTests: XCTestCase {
             global
                 maxconn 3000
             """ + "\n" + minimalProxies)
-        XCTAssertEqual(configuration.global, GlobalSettings(maxConnections: 3000, threads: 8))
+        XCTAssertEqual(configuration.global, GlobalSettings(
+            maxConnections: 3000, threads: 8,
+            statsSocket: RuntimeSocketConfig(path: "/run/haproxy/admin.sock", mode: 0o660, level: .admin)))
 
         assertError("global\n nbthread 0\n", line: 2, keyword: "nbthread", "expected an integer from 1 to 1024")
         assertError("global\n nbthread 2000\n", line: 2, keyword: "nbthread", "expected an integer from 1 to 1024")
@@ -664,6 +670,13 @@ final class ConfigParserTests: XCTestCase {
         assertError("global\n maxconn 10 20\n", line: 2, keyword: "maxconn", "unexpected argument '20'")
         assertError("global\n stats timeout soon\n", line: 2, keyword: "stats timeout", "invalid duration 'soon'")
         assertError("global\n stats enable\n", line: 2, keyword: "stats enable", "only 'stats socket' and 'stats timeout'")
+        assertError("global\n stats socket\n", line: 2, keyword: "stats socket", "missing socket path")
+        assertError("global\n stats socket ipv4@127.0.0.1:9999\n", line: 2, keyword: "stats socket", "only UNIX socket paths")
+        assertError("global\n stats socket /run/a.sock mode 999\n", line: 2, keyword: "mode", "invalid mode '999'")
+        assertError("global\n stats socket /run/a.sock level root\n", line: 2, keyword: "level", "invalid level 'root'")
+        assertError("global\n stats socket /run/a.sock level\n", line: 2, keyword: "level", "'level' needs a value")
+        assertError("global\n stats socket /run/a.sock accept-proxy\n", line: 2, keyword: "accept-proxy", "unsupported 'stats socket' option")
+        assertError("global\n stats socket /run/a.sock\n stats socket /run/b.sock\n", line: 3, keyword: "stats socket", "only one 'stats socket'")
         assertError("global\n stats\n", line: 2, keyword: "stats", "only 'stats socket'")
         assertError("global\n nbproc 4\n", line: 2, keyword: "nbproc", "unknown or unsupported keyword 'nbproc' in global section")
         assertError("global\n hard-stop-after 30s\n", line: 2, keyword: "hard-stop-after", "in global section")
@@ -682,10 +695,14 @@ final class ConfigParserTests: XCTestCase {
         assertError("frontend web@1\n", line: 1, keyword: "frontend", "invalid name 'web@1'")
     }
 
-    func testNoFrontend() {
-        assertError("", line: 0, keyword: "frontend", "no frontend or listen section")
-        assertError("# nothing here\n\n", line: 0, keyword: "frontend", "no frontend or listen section")
-        assertError("backend be\n server s1 10.0.0.1:80\n", line: 0, keyword: "frontend", "no frontend or listen section")
+    /// As for haproxy, a file without frontend is valid (Debian's default haproxy.cfg is
+    /// one); `balancerd --config` refuses to run it, not the parser.
+    func testNoFrontendIsValid() throws {
+        XCTAssertEqual(try parse(""), Configuration())
+        XCTAssertEqual(try parse("# nothing here\n\n"), Configuration())
+        let configuration = try parse("backend be\n server s1 10.0.0.1:80\n")
+        XCTAssertEqual(configuration.frontends, [])
+        XCTAssertEqual(configuration.backends.map(\.name), ["be"])
     }
 
     func testFrontendChecks() {
@@ -747,8 +764,20 @@ final class ConfigParserTests: XCTestCase {
         XCTAssertEqual(try tokenize("   "), [])
         XCTAssertEqual(try tokenize("# only"), [])
 
+        // haproxy's escapes (parse_line in src/tools.c): \r \n \t and \xHH become the
+        // characters, in double quotes too; other pairs keep their backslash, which
+        // regexes need; single quotes keep everything.
+        XCTAssertEqual(try tokenize(#"option httpchk HEAD / HTTP/1.1\r\nHost:localhost"#),
+                       ["option", "httpchk", "HEAD", "/", "HTTP/1.1\r\nHost:localhost"])
+        XCTAssertEqual(try tokenize(#"a "x\ty\n" 'p\r' \x41\x7e"#), ["a", "x\ty\n", #"p\r"#, "A~"])
+        XCTAssertEqual(try tokenize(#"http-check expect rstatus ^2\d\d$"#), ["http-check", "expect", "rstatus", #"^2\d\d$"#])
+        XCTAssertEqual(try tokenize(#"a \\ "\$x" \$y"#), ["a", "\\", "$x", #"\$y"#])
+        XCTAssertThrowsError(try tokenize(#"a \xZZ"#))
+        XCTAssertThrowsError(try tokenize(#"a \x4"#))
+        XCTAssertThrowsError(try tokenize(#"a \xff"#))
+
         // Quoting works on real keywords too.
-        let configuration = try parse("frontend \"fe\"\n bind ':80'\n default_backend b\\e\nbackend be\n")
+        let configuration = try parse("frontend \"fe\"\n bind ':80'\n default_backend 'b'\"e\"\nbackend be\n")
         XCTAssertEqual(configuration.frontends[0].name, "fe")
         XCTAssertEqual(configuration.frontends[0].defaultBackend, "be")
 
@@ -758,6 +787,232 @@ final class ConfigParserTests: XCTestCase {
         assertError("frontend fe\n\"bind\n", line: 2, keyword: "bind", "unterminated double quote")
         // A quoted `#` is data, so the address is wrong rather than cut short.
         assertError("frontend fe\n bind \":80#x\"\n", line: 2, keyword: "bind", "invalid port '80#x'")
+    }
+
+    // MARK: health checks
+
+    /// `backend be` with `lines`, behind a frontend.
+    private func backend(_ lines: String) -> String {
+        "frontend fe\n bind :80\n default_backend be\nbackend be\n" + lines + "\n server s1 10.0.0.1:80 check\n"
+    }
+
+    private func httpCheck(_ lines: String) throws -> HTTPCheck? {
+        try parse(backend(lines)).backends[0].healthCheck.http
+    }
+
+    func testOptionHTTPChkForms() throws {
+        XCTAssertEqual(try parse(minimalProxies).backends[0].healthCheck, BackendHealthCheck())
+        XCTAssertEqual(try httpCheck(" option httpchk"), HTTPCheck(method: "OPTIONS", uri: "/", version: "HTTP/1.0"))
+        XCTAssertEqual(try httpCheck(" option httpchk /health"), HTTPCheck(method: "OPTIONS", uri: "/health"))
+        XCTAssertEqual(try httpCheck(" option httpchk GET /health"), HTTPCheck(method: "GET", uri: "/health"))
+        // The seed's line, as haproxy 2.6 reads and sends it: the headers after the CR LF
+        // in the version string are header fields ("HEAD / HTTP/1.1\r\nhost: localhost").
+        XCTAssertEqual(try httpCheck(#" option httpchk HEAD / HTTP/1.1\r\nHost:localhost"#),
+                       HTTPCheck(method: "HEAD", uri: "/", version: "HTTP/1.1",
+                                 headers: [HTTPCheckHeader(name: "Host", value: "localhost")]))
+        XCTAssertEqual(try httpCheck(#" option httpchk GET /x HTTP/1.1\r\nHost:\ a\r\nX-A:b\r\n\r\nping"#),
+                       HTTPCheck(method: "GET", uri: "/x", version: "HTTP/1.1",
+                                 headers: [HTTPCheckHeader(name: "Host", value: "a"), HTTPCheckHeader(name: "X-A", value: "b")],
+                                 body: "ping"))
+        // From defaults, and turned off again.
+        let inherited = try parse("defaults\n option httpchk GET /ping\n" + minimalProxies)
+        XCTAssertEqual(inherited.backends[0].healthCheck.http, HTTPCheck(method: "GET", uri: "/ping"))
+        XCTAssertNil(try httpCheck(" option httpchk\n no option httpchk"))
+
+        let line = 5
+        assertError(backend(" option httpchk GET / HTTP/1.1 extra"), line: line, keyword: "option httpchk", "too many arguments")
+        assertError(backend(" option httpchk GET / 1.1"), line: line, keyword: "option httpchk", "invalid HTTP version '1.1'")
+        assertError(backend(#" option httpchk GET / HTTP/1.1\r\nnocolon"#), line: line, keyword: "option httpchk", "invalid header line 'nocolon'")
+        assertError(backend(#" option httpchk G(T / HTTP/1.1"#), line: line, keyword: "option httpchk", "invalid method 'G(T'")
+        assertError(backend(" option httpchk\n no option httpchk now"), line: 6, keyword: "no option httpchk", "arguments to 'no option httpchk' are not supported")
+    }
+
+    func testHTTPCheckSendAndExpect() throws {
+        // `http-check send` overrides the option's method, URI and version; its headers
+        // replace those of the version string (what haproxy 2.6 sends), whatever the order.
+        XCTAssertEqual(try httpCheck("""
+             http-check send meth POST uri /submit ver HTTP/1.1 hdr X-B "c d" body hello comment probe
+             option httpchk GET /x HTTP/1.1\\r\\nHost:a
+            """),
+            HTTPCheck(method: "POST", uri: "/submit", version: "HTTP/1.1",
+                      headers: [HTTPCheckHeader(name: "X-B", value: "c d")], body: "hello"))
+        XCTAssertEqual(try httpCheck(" option httpchk GET /x HTTP/1.1\\r\\nHost:a\n http-check send body ok")?.headers,
+                       [HTTPCheckHeader(name: "Host", value: "a")])
+
+        XCTAssertEqual(try httpCheck(" option httpchk\n http-check expect status 200")?.expect, .status([200...200], negated: false))
+        XCTAssertEqual(try httpCheck(" option httpchk\n http-check expect ! status 500,502-504")?.expect,
+                       .status([500...500, 502...504], negated: true))
+        XCTAssertEqual(try httpCheck(" option httpchk\n" + #" http-check expect rstatus ^2\d\d$"#)?.expect,
+                       .statusRegex(#"^2\d\d$"#, negated: false))
+        XCTAssertEqual(try httpCheck(" option httpchk\n http-check expect ! rstatus ^5")?.expect, .statusRegex("^5", negated: true))
+        // haproxy ignores http-check rules without `option httpchk` (with a warning): the
+        // checks stay TCP connects.
+        XCTAssertEqual(try parse(backend(" http-check expect status 200")).backends[0].healthCheck, BackendHealthCheck())
+
+        let line = 6
+        let base = " option httpchk\n"
+        assertError(backend(base + " http-check expect rstatus (2"), line: line, keyword: "http-check expect", "invalid regular expression '(2'")
+        assertError(backend(base + " http-check expect status 2xx"), line: line, keyword: "http-check expect", "invalid status list '2xx'")
+        assertError(backend(base + " http-check expect status 300-200"), line: line, keyword: "http-check expect", "invalid status list")
+        assertError(backend(base + " http-check expect string OK"), line: line, keyword: "http-check expect", "'http-check expect string' is not supported")
+        assertError(backend(base + " http-check expect status"), line: line, keyword: "http-check expect", "expected 'http-check expect [!] status CODES'")
+        assertError(backend(base + " http-check expect status 200\n http-check expect status 204"), line: 7,
+                    keyword: "http-check expect", "only one 'http-check expect' per backend is supported (first at line 6)")
+        assertError(backend(base + " http-check send meth"), line: line, keyword: "meth", "'meth' needs a value")
+        assertError(backend(base + " http-check send hdr X-A"), line: line, keyword: "hdr", "'hdr' needs a value")
+        assertError(backend(base + " http-check send uri-lf /%[src]"), line: line, keyword: "uri-lf", "not supported")
+        assertError(backend(base + " http-check send verb GET"), line: line, keyword: "verb", "unknown 'http-check send' option 'verb'")
+        assertError(backend(base + " http-check connect"), line: line, keyword: "http-check connect", "not supported")
+        assertError(backend(base + " http-check"), line: line, keyword: "http-check", "needs a rule")
+        assertError("frontend fe\n http-check expect status 200\n", line: 2, keyword: "http-check", "not allowed in a frontend section")
+    }
+
+    func testCheckTimingParameters() throws {
+        let configuration = try parse("""
+            defaults
+                timeout check 3s
+                default-server inter 4s fastinter 1s downinter 20s rise 1 fall 5 slowstart 1m
+            frontend fe
+                bind :80
+                default_backend be
+            backend be
+                server a 10.0.0.1:80 check
+                server b 10.0.0.2:80 check slowstart 0
+                server c 10.0.0.3:80
+            """)
+        let backend = configuration.backends[0]
+        XCTAssertEqual(backend.healthCheck, BackendHealthCheck(http: nil, timeout: .seconds(3)))
+        let check = HealthCheckConfig(interval: .seconds(4), rise: 1, fall: 5, fastInterval: .seconds(1), downInterval: .seconds(20))
+        XCTAssertEqual(backend.servers, [
+            ServerConfig(name: "a", address: hp("10.0.0.1", 80), check: check, slowStart: .seconds(60)),
+            ServerConfig(name: "b", address: hp("10.0.0.2", 80), check: check, slowStart: nil),
+            ServerConfig(name: "c", address: hp("10.0.0.3", 80), check: nil, slowStart: .seconds(60)),
+        ])
+        XCTAssertNil(backend.defaultCheck, "a backend without discovery has its servers' own checks")
+
+        func server(_ rest: String) -> String { "global\n    maxconn 10\nbackend be\n    server \(rest)\n" }
+        assertError(server("s1 10.0.0.1:80 fastinter 0"), line: 4, keyword: "fastinter", "invalid interval '0'")
+        assertError(server("s1 10.0.0.1:80 downinter"), line: 4, keyword: "downinter", "'downinter' needs a value")
+        assertError(server("s1 10.0.0.1:80 slowstart soon"), line: 4, keyword: "slowstart", "invalid duration 'soon'")
+        assertError("frontend fe\n timeout check 2s\n", line: 2, keyword: "timeout check", "applies to the server side")
+        assertError("backend be\n timeout check never\n", line: 2, keyword: "timeout check", "invalid duration 'never'")
+    }
+
+    func testDefaultServerCheckOfADiscoveredBackend() throws {
+        func discovered(_ defaultServer: String) throws -> BackendConfig {
+            try parse("frontend fe\n bind :80\n default_backend be\nbackend be\n discovery consul http://127.0.0.1:8500 service web\n \(defaultServer)\n").backends[0]
+        }
+        XCTAssertEqual(try discovered("default-server check inter 5s fall 2").defaultCheck,
+                       HealthCheckConfig(interval: .seconds(5), rise: 2, fall: 2))
+        XCTAssertNil(try discovered("default-server inter 5s").defaultCheck, "no 'check': discovered servers are not checked")
+    }
+
+    // MARK: error files
+
+    private func errorFiles() throws -> (directory: String, e400: [UInt8], e503: [UInt8]) {
+        let directory = NSTemporaryDirectory() + "balancerd-errorfiles-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        addTeardownBlock { try? FileManager.default.removeItem(atPath: directory) }
+        let e400 = Array("HTTP/1.0 400 Bad request\r\nContent-Type: text/plain\r\n\r\nno\n".utf8)
+        let e503 = Array("HTTP/1.0 503 Service Unavailable\r\nContent-Type: text/plain\r\n\r\nlater\n".utf8)
+        FileManager.default.createFile(atPath: directory + "/400.http", contents: Data(e400))
+        FileManager.default.createFile(atPath: directory + "/503.http", contents: Data(e503))
+        FileManager.default.createFile(atPath: directory + "/empty.http", contents: Data())
+        return (directory, e400, e503)
+    }
+
+    func testErrorFiles() throws {
+        let (dir, e400, e503) = try errorFiles()
+        let configuration = try parse("""
+            defaults
+                mode http
+                errorfile 503 \(dir)/400.http
+                errorfile 400 \(dir)/400.http
+            frontend fe
+                bind :80
+                errorfile 503 \(dir)/503.http
+                default_backend be
+            backend be
+                server s1 10.0.0.1:80
+            listen both
+                bind :81
+                server s2 10.0.0.2:80
+            """)
+        // A later line for a status replaces the inherited one; each section gets its own.
+        XCTAssertEqual(configuration.frontends[0].errorFiles, [
+            ErrorFile(status: 400, path: "\(dir)/400.http", response: e400),
+            ErrorFile(status: 503, path: "\(dir)/503.http", response: e503),
+        ])
+        let inherited = [ErrorFile(status: 503, path: "\(dir)/400.http", response: e400),
+                         ErrorFile(status: 400, path: "\(dir)/400.http", response: e400)]
+        XCTAssertEqual(configuration.backends[0].errorFiles, inherited)
+        XCTAssertEqual(configuration.frontends[1].errorFiles, inherited)
+        XCTAssertEqual(configuration.backends[1].errorFiles, inherited)
+
+        assertError("defaults\n errorfile 418 \(dir)/400.http\n", line: 2, keyword: "errorfile", "status code '418' not handled")
+        assertError("defaults\n errorfile 431 \(dir)/400.http\n", line: 2, keyword: "errorfile", "status code '431' not handled")
+        assertError("backend be\n errorfile 503 \(dir)/missing.http\n", line: 2, keyword: "errorfile",
+                    "'\(dir)/missing.http': cannot open: No such file or directory")
+        assertError("backend be\n errorfile 503 \(dir)\n", line: 2, keyword: "errorfile", "cannot read")
+        assertError("backend be\n errorfile 503 \(dir)/empty.http\n", line: 2, keyword: "errorfile", "is empty")
+        assertError("backend be\n errorfile 503\n", line: 2, keyword: "errorfile", "'errorfile' needs 2 values")
+    }
+
+    // MARK: stats
+
+    func testStatsSocket() throws {
+        func socket(_ line: String) throws -> RuntimeSocketConfig? {
+            try parse("global\n \(line)\n" + minimalProxies).global.statsSocket
+        }
+        // haproxy's default level for a socket line without `level` is operator.
+        XCTAssertEqual(try socket("stats socket /run/haproxy.sock"), RuntimeSocketConfig(path: "/run/haproxy.sock", level: .operator))
+        XCTAssertEqual(try socket("stats socket unix@/tmp/a.sock level user mode 0600 expose-fd listeners"),
+                       RuntimeSocketConfig(path: "/tmp/a.sock", mode: 0o600, level: .user))
+        XCTAssertNil(try parse(minimalProxies).global.statsSocket)
+    }
+
+    func testStatsSectionAuthAdminRefresh() throws {
+        let configuration = try parse("""
+            listen stats
+                bind 127.0.0.1:8404
+                mode http
+                stats enable
+                stats uri /stats
+                stats refresh 5s
+                stats realm Haproxy\\ Statistics
+                stats auth admin:s3cr:et
+                stats auth ops:
+                stats admin if LOCALHOST
+            """ + "\n" + minimalProxies)
+        XCTAssertEqual(configuration.stats, StatsConfig(
+            name: "stats", bind: hp("127.0.0.1", 8404), uri: "/stats", refresh: .seconds(5),
+            credentials: [StatsCredential(user: "admin", password: "s3cr:et"), StatsCredential(user: "ops", password: "")],
+            admin: true))
+        let plain = try parse("listen stats\n bind :8404\n stats enable\n" + minimalProxies)
+        XCTAssertEqual(plain.stats, StatsConfig(bind: hp("0.0.0.0", 8404)))
+
+        let head = "listen stats\n bind :8404\n stats enable\n"
+        assertError(head + " stats auth admin\n", line: 4, keyword: "stats auth", "expected 'stats auth USER:PASSWORD'")
+        assertError(head + " stats auth :pw\n", line: 4, keyword: "stats auth", "expected 'stats auth USER:PASSWORD'")
+        assertError(head + " stats admin\n", line: 4, keyword: "stats admin", "expected 'stats admin if CONDITION'")
+        assertError(head + " stats admin when LOCALHOST\n", line: 4, keyword: "stats admin", "expected 'stats admin if CONDITION'")
+        assertError(head + " stats refresh often\n", line: 4, keyword: "stats refresh", "invalid duration 'often'")
+        assertError(head + " stats realm\n", line: 4, keyword: "stats realm", "needs a value")
+    }
+
+    func testHAProxyCorpus() throws {
+        let corpus = Self.fixtures.appendingPathComponent("haproxy-corpus")
+        let seed = try HAProxyParser.load(path: corpus.appendingPathComponent("seed-consul-template.cfg").path)
+        XCTAssertEqual(seed.backends[0].healthCheck.http, HTTPCheck(method: "HEAD", uri: "/", version: "HTTP/1.1",
+                                                                   headers: [HTTPCheckHeader(name: "Host", value: "localhost")]))
+        XCTAssertEqual(seed.backends[0].servers.count, 2)
+        XCTAssertEqual(seed.backends[0].servers.map(\.check), [HealthCheckConfig(), HealthCheckConfig()])
+
+        // Debian's default file points its errorfiles at /etc/haproxy/errors, which the
+        // haproxy package installs (.ci/run installs it).
+        let debian = try HAProxyParser.load(path: corpus.appendingPathComponent("debian-default.cfg").path)
+        XCTAssertEqual(debian.frontends, [])
+        XCTAssertEqual(debian.global.statsSocket, RuntimeSocketConfig(path: "/run/haproxy/admin.sock", mode: 0o660, level: .admin))
     }
 
     private func tokenize(_ line: String) throws -> [String] {

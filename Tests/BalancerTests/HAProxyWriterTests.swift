@@ -1,3 +1,4 @@
+import Foundation
 import XCTest
 @testable import Balancer
 
@@ -39,16 +40,78 @@ final class HAProxyWriterTests: XCTestCase {
             if Bool.random(using: &rng) {
                 line += " check"
                 if Bool.random(using: &rng) { line += " inter \(duration(&rng))" }
+                if Int.random(in: 0..<3, using: &rng) == 0 { line += " fastinter \(duration(&rng))" }
+                if Int.random(in: 0..<3, using: &rng) == 0 { line += " downinter \(duration(&rng))" }
                 if Bool.random(using: &rng) { line += " rise \(Int.random(in: 1...5, using: &rng))" }
                 if Bool.random(using: &rng) { line += " fall \(Int.random(in: 1...5, using: &rng))" }
             }
+            if Int.random(in: 0..<4, using: &rng) == 0 { line += " slowstart \(duration(&rng))" }
             return "    " + line
         }
     }
 
+    /// Two error files on disk, written once per test: `errorfile` reads them at parse time.
+    private var errorFileDirectory = ""
+
+    override func setUpWithError() throws {
+        errorFileDirectory = NSTemporaryDirectory() + "balancerd-writer-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        try FileManager.default.createDirectory(atPath: errorFileDirectory + "/with space", withIntermediateDirectories: true)
+        FileManager.default.createFile(atPath: errorFileDirectory + "/503.http",
+                                       contents: Data("HTTP/1.0 503 Busy\r\n\r\nbusy\n".utf8))
+        FileManager.default.createFile(atPath: errorFileDirectory + "/with space/400.http",
+                                       contents: Data("HTTP/1.0 400 No\r\n\r\nno\n".utf8))
+    }
+
+    override func tearDown() {
+        try? FileManager.default.removeItem(atPath: errorFileDirectory)
+    }
+
+    private func errorFileLines(_ rng: inout Seeded) -> [String] {
+        var lines: [String] = []
+        if Bool.random(using: &rng) { lines.append("    errorfile 503 \(errorFileDirectory)/503.http") }
+        if Int.random(in: 0..<3, using: &rng) == 0 { lines.append("    errorfile 400 '\(errorFileDirectory)/with space/400.http'") }
+        return lines
+    }
+
+    /// `option httpchk` in its forms, `http-check send/expect` with words that need
+    /// quoting on the way out, `timeout check`.
+    private func checkLines(_ rng: inout Seeded) -> [String] {
+        var lines: [String] = []
+        if Int.random(in: 0..<3, using: &rng) == 0 { lines.append("    timeout check \(duration(&rng))") }
+        guard Bool.random(using: &rng) else { return lines }
+        switch Int.random(in: 0..<5, using: &rng) {
+        case 0: lines.append("    option httpchk")
+        case 1: lines.append("    option httpchk /health")
+        case 2: lines.append("    option httpchk GET /health")
+        case 3: lines.append(#"    option httpchk HEAD / HTTP/1.1\r\nHost:localhost"#)
+        default: lines.append(#"    option httpchk GET /a?b=c HTTP/1.1\r\nHost:\ x\r\nX-Y:z"#)
+        }
+        if Bool.random(using: &rng) {
+            var send = "    http-check send"
+            if Bool.random(using: &rng) { send += " meth POST" }
+            if Bool.random(using: &rng) { send += " hdr Host \"a b\" hdr X-Quote 'say \"hi\" $HOME #1'" }
+            if Bool.random(using: &rng) { send += #" body "{\"ok\":true}\r\n""# }
+            lines.append(send)
+        }
+        switch Int.random(in: 0..<5, using: &rng) {
+        case 0: lines.append("    http-check expect status 200")
+        case 1: lines.append("    http-check expect ! status 500-599,404")
+        case 2: lines.append(#"    http-check expect rstatus ^2\d\d$"#)
+        case 3: lines.append("    http-check expect ! rstatus '^(5|4)'")
+        default: break
+        }
+        return lines
+    }
+
     /// A random valid haproxy.cfg in the supported subset, with one defaults section.
     private func generate(_ rng: inout Seeded) -> String {
-        var lines = ["global", "    maxconn \(Int.random(in: 1...50000, using: &rng))"]
+        var lines = ["global"]
+        if Bool.random(using: &rng) { lines.append("    maxconn \(Int.random(in: 1...50000, using: &rng))") }
+        switch Int.random(in: 0..<3, using: &rng) {
+        case 0: lines.append("    stats socket /run/balancerd.sock mode 660 level admin expose-fd listeners")
+        case 1: lines.append("    stats socket '/tmp/a b.sock'")
+        default: break
+        }
         if Bool.random(using: &rng) { lines.append("    nbthread \(Int.random(in: 1...8, using: &rng))") }
         let mode = Bool.random(using: &rng) ? "http" : "tcp"
         lines += ["defaults", "    mode \(mode)"]
@@ -68,11 +131,13 @@ final class HAProxyWriterTests: XCTestCase {
             if Bool.random(using: &rng) { backendSettings.append("    retries \(Int.random(in: 0...5, using: &rng))") }
             if Bool.random(using: &rng) { backendSettings.append(Bool.random(using: &rng) ? "    option redispatch" : "    no option redispatch") }
             if Bool.random(using: &rng) { backendSettings.append("    option allbackups") }
+            backendSettings += checkLines(&rng) + errorFileLines(&rng)
             var frontSettings: [String] = []
             for _ in 0..<Int.random(in: 1...2, using: &rng) { frontSettings.append("    bind \(address(&rng, bind: true))") }
             if Bool.random(using: &rng) { frontSettings.append("    timeout client \(duration(&rng))") }
             if Bool.random(using: &rng) { frontSettings.append("    timeout http-request \(duration(&rng))") }
             if Bool.random(using: &rng) { frontSettings.append("    option forwardfor") }
+            frontSettings += errorFileLines(&rng)
             if Bool.random(using: &rng) {
                 lines.append("listen app\(p)")
                 lines += frontSettings + ["    balance roundrobin"] + backendSettings + servers
@@ -84,6 +149,9 @@ final class HAProxyWriterTests: XCTestCase {
         if Bool.random(using: &rng) {
             lines += ["listen stats", "    mode http", "    bind 127.0.0.1:\(Int.random(in: 1024...65535, using: &rng))", "    stats enable"]
             if Bool.random(using: &rng) { lines.append("    stats uri /haproxy?stats") }
+            if Bool.random(using: &rng) { lines.append("    stats refresh \(duration(&rng))") }
+            for user in ["admin", "ops"] where Bool.random(using: &rng) { lines.append("    stats auth \(user):\"p w#d\"") }
+            if Bool.random(using: &rng) { lines.append("    stats admin if LOCALHOST") }
         }
         return lines.joined(separator: "\n") + "\n"
     }
@@ -109,6 +177,48 @@ final class HAProxyWriterTests: XCTestCase {
             // Exporting the re-parsed model again is a fixed point.
             XCTAssertEqual(HAProxyWriter.write(second), exported, "iteration \(iteration)")
         }
+    }
+
+    /// What the writer turns each new field into (the round trip above proves they parse
+    /// back; the integration tests run haproxy -c on exports).
+    func testHealthChecksStatsAndErrorFilesAreWritten() {
+        var backend = BackendConfig(name: "web", mode: .http, servers: [
+            ServerConfig(name: "a", address: HostPort(host: "10.0.0.1", port: 80),
+                         check: HealthCheckConfig(interval: .seconds(3), rise: 2, fall: 3, fastInterval: .seconds(1), downInterval: .seconds(10)),
+                         slowStart: .seconds(30)),
+            ServerConfig(name: "b", address: HostPort(host: "10.0.0.2", port: 80)),
+        ])
+        backend.healthCheck = BackendHealthCheck(
+            http: HTTPCheck(method: "HEAD", uri: "/", version: "HTTP/1.1", headers: [HTTPCheckHeader(name: "Host", value: "local host")],
+                            expect: .status([200...299, 301...301], negated: true)),
+            timeout: .seconds(2))
+        // Servers without checks of their own get the backend's (discovered servers,
+        // --check-interval): haproxy needs them on the server line.
+        backend.defaultCheck = HealthCheckConfig(interval: .seconds(5))
+        backend.errorFiles = [ErrorFile(status: 503, path: "/etc/haproxy/errors/503.http", response: [1])]
+        var model = Configuration(
+            frontends: [Frontend(name: "main", binds: [HostPort(host: "0.0.0.0", port: 80)], mode: .http, defaultBackend: "web",
+                                 errorFiles: [ErrorFile(status: 400, path: "/e/my 400.http", response: [1])])],
+            backends: [backend],
+            stats: StatsConfig(bind: HostPort(host: "127.0.0.1", port: 8404), refresh: .seconds(10),
+                               credentials: [StatsCredential(user: "admin", password: "pw")], admin: true))
+        model.global.statsSocket = RuntimeSocketConfig(path: "/run/b.sock", mode: 0o660, level: .operator)
+        let exported = HAProxyWriter.write(model)
+        for expected in [
+            "    stats socket /run/b.sock mode 660 level operator",
+            "    errorfile 400 \"/e/my 400.http\"",
+            "    stats refresh 10s", "    stats auth admin:pw", "    stats admin if TRUE",
+            "    option httpchk HEAD / HTTP/1.1",
+            "    http-check send hdr Host \"local host\"",
+            "    http-check expect ! status 200-299,301",
+            "    timeout check 2s",
+            "    errorfile 503 /etc/haproxy/errors/503.http",
+            "    server a 10.0.0.1:80 weight 1 check inter 3s fastinter 1s downinter 10s rise 2 fall 3 slowstart 30s",
+            "    server b 10.0.0.2:80 weight 1 check inter 5s rise 2 fall 3",
+        ] {
+            XCTAssertTrue(exported.contains(expected + "\n"), "missing '\(expected)' in\n\(exported)")
+        }
+        XCTAssertFalse(exported.contains("maxconn"), "maxconn is written only when the user set it")
     }
 
     func testDiscoveredBackendsExportTheirServersWithoutTheToken() {

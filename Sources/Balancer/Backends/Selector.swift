@@ -8,12 +8,15 @@ public struct BackendSettings: Sendable {
     public var serverTimeout: Int64    // ns
     public var retries: Int
     public var redispatch: Bool
+    /// `errorfile`s, for the errors balancerd answers once this backend is chosen.
+    public var errorFiles: [ErrorFile]
 
     public init(_ config: BackendConfig) {
         connectTimeout = config.timeouts.connect.nanoseconds
         serverTimeout = config.timeouts.server.nanoseconds
         retries = config.retries
         redispatch = config.redispatch
+        errorFiles = config.errorFiles
     }
 }
 

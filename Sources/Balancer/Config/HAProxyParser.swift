@@ -13,13 +13,15 @@
 // up to the word that names what is wrong:
 //   - a plain directive or its value:     `bind`, `server`, `mode`, `balance`, `retries`
 //   - a directive with a sub-keyword:     `option httpchk`, `no option redispatch`,
-//                                         `timeout connect`, `stats socket`
+//                                         `timeout connect`, `stats socket`, `http-check expect`
+//   - `errorfile` for its code or its file
 //   - a parameter after an address:       `weight`, `inter`, `ssl` (bind or server)
+//   - an option of a line:                `mode`/`level` (stats socket), `hdr` (http-check send)
 //   - a section header or its checks:     `frontend`, `backend`, `listen`, `defaults`,
 //                                         `global`, `from`
 //   - tokenizer problems (quotes, `\`):   the line's first word
 // Line numbers are 1-based; line 0 means "the file as a whole" (unreadable file, keyword
-// `file`; no frontend at all, keyword `frontend`).
+// `file`).
 
 import Glibc
 
@@ -49,10 +51,27 @@ public enum HAProxyParser {
     // exists. The System layer wraps non-blocking sockets for the loops; stdio is the
     // simplest correct tool for a one-shot read, and keeps Foundation out of the module.
     static func readFile(_ path: String) throws(ConfigurationError) -> String {
-        func failure(_ what: String) -> ConfigurationError {
-            ConfigurationError(file: path, line: 0, keyword: "file", message: "\(what): \(String(cString: strerror(errno)))")
+        let bytes: [UInt8]
+        switch readBytes(path) {
+        case .success(let read): bytes = read
+        case .failure(let failure): throw ConfigurationError(file: path, line: 0, keyword: "file", message: failure.message)
         }
-        guard let stream = fopen(path, "rb") else { throw failure("cannot open") }
+        guard let text = String(validating: bytes, as: UTF8.self) else {
+            throw ConfigurationError(file: path, line: 0, keyword: "file", message: "not valid UTF-8 text")
+        }
+        return text
+    }
+
+    struct ReadFailure: Error {
+        var message: String
+    }
+
+    /// A whole file's bytes (the configuration, an errorfile), or why it could not be read.
+    static func readBytes(_ path: String) -> Result<[UInt8], ReadFailure> {
+        func failure(_ what: String) -> ReadFailure {
+            ReadFailure(message: "\(what): \(String(cString: strerror(errno)))")
+        }
+        guard let stream = fopen(path, "rb") else { return .failure(failure("cannot open")) }
         defer { fclose(stream) }
         var bytes: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 64 * 1024)
@@ -62,90 +81,11 @@ public enum HAProxyParser {
             if count < chunk.count {
                 // A short read is either the end of the file or an error (EISDIR for a
                 // directory, EIO); only ferror tells them apart.
-                if ferror(stream) != 0 { throw failure("cannot read") }
+                if ferror(stream) != 0 { return .failure(failure("cannot read")) }
                 break
             }
         }
-        guard let text = String(validating: bytes, as: UTF8.self) else {
-            throw ConfigurationError(file: path, line: 0, keyword: "file", message: "not valid UTF-8 text")
-        }
-        return text
-    }
-
-    // MARK: - Lines and words
-
-    /// Splits on LF and drops a trailing CR, so files edited on Windows parse too. Works on
-    /// scalars because "\r\n" is a single `Character` and would hide the line break.
-    static func lines(of text: String) -> [Substring.UnicodeScalarView] {
-        text.unicodeScalars.split(separator: "\n", omittingEmptySubsequences: false).map { line in
-            line.last == "\r" ? line.dropLast() : line
-        }
-    }
-
-    /// haproxy's word rules, minimally: blanks separate words; `#` starts a comment unless
-    /// quoted or escaped; `\` escapes the next character outside single quotes; `"..."` and
-    /// `'...'` group (single quotes are fully literal) and join adjacent text, so `a"b c"`
-    /// is one word `ab c`. haproxy's `${VAR}` expansion inside double quotes is not done:
-    /// the text stays literal, and a name or address containing it will be rejected later.
-    static func tokenize(_ line: Substring.UnicodeScalarView, file: String, line number: Int) throws(ConfigurationError) -> [String] {
-        enum Quote { case none, single, double }
-        var words: [String] = []
-        var current = String.UnicodeScalarView()
-        var inWord = false
-        var quote = Quote.none
-        var iterator = line.makeIterator()
-
-        func failure(_ message: String) -> ConfigurationError {
-            let keyword = words.first ?? (current.isEmpty ? "\\" : String(current))
-            return ConfigurationError(file: file, line: number, keyword: keyword, message: message)
-        }
-
-        scan: while let scalar = iterator.next() {
-            switch quote {
-            case .single:
-                if scalar == "'" { quote = .none } else { current.append(scalar) }
-            case .double:
-                if scalar == "\"" {
-                    quote = .none
-                } else if scalar == "\\" {
-                    guard let escaped = iterator.next() else { throw failure("unterminated double quote") }
-                    current.append(escaped)
-                } else {
-                    current.append(scalar)
-                }
-            case .none:
-                switch scalar {
-                case " ", "\t", "\r", "\u{0B}", "\u{0C}":
-                    if inWord {
-                        words.append(String(current))
-                        current = String.UnicodeScalarView()
-                        inWord = false
-                    }
-                case "#":
-                    break scan
-                case "\\":
-                    guard let escaped = iterator.next() else { throw failure("backslash at end of line") }
-                    current.append(escaped)
-                    inWord = true
-                case "'":
-                    quote = .single
-                    inWord = true
-                case "\"":
-                    quote = .double
-                    inWord = true
-                default:
-                    current.append(scalar)
-                    inWord = true
-                }
-            }
-        }
-        switch quote {
-        case .none: break
-        case .single: throw failure("unterminated single quote")
-        case .double: throw failure("unterminated double quote")
-        }
-        if inWord { words.append(String(current)) }
-        return words
+        return .success(bytes)
     }
 }
 
@@ -263,6 +203,38 @@ extension HAProxyParser {
         var forwardFor = false
         var defaultBackend: (name: String, line: Int)? = nil
         var server = ServerParameters()
+        /// `errorfile` lines, one per status (a later line for the same status replaces it).
+        var errorFiles: [ErrorFile] = []
+        var checks = CheckSettings()
+    }
+
+    /// `option httpchk`, `http-check send/expect` and `timeout check`, kept apart until the
+    /// section ends because haproxy combines them whatever their order.
+    private struct CheckSettings {
+        /// `option httpchk [[METHOD] URI [VERSION[\r\nHEADERS]]]`; nil: TCP checks.
+        var httpchk: HTTPCheck?
+        var sendMethod: String?
+        var sendURI: String?
+        var sendVersion: String?
+        /// `http-check send hdr`: when any, they replace the headers of `option httpchk`'s
+        /// version string (what haproxy 2.6 sends).
+        var sendHeaders: [HTTPCheckHeader] = []
+        var sendBody: String?
+        var expect: (value: HTTPCheckExpect, line: Int)?
+        var timeout: Duration?
+
+        /// The backend's check. http-check rules without `option httpchk` are ignored, as
+        /// haproxy does (with a warning): its checks stay TCP connects.
+        var resolved: BackendHealthCheck {
+            guard var http = httpchk else { return BackendHealthCheck(http: nil, timeout: timeout) }
+            if let sendMethod { http.method = sendMethod }
+            if let sendURI { http.uri = sendURI }
+            if let sendVersion { http.version = sendVersion }
+            if !sendHeaders.isEmpty { http.headers = sendHeaders }
+            if let sendBody { http.body = sendBody }
+            http.expect = expect?.value
+            return BackendHealthCheck(http: http, timeout: timeout)
+        }
     }
 
     /// Everything a `server` or `default-server` line can set.
@@ -273,6 +245,7 @@ extension HAProxyParser {
         // Kept even without `check`, as haproxy does, so a later `check` (or a server
         // inheriting `default-server inter 5s`) picks them up.
         var health = HealthCheckConfig()
+        var slowStart: Duration? = nil
     }
 
     private enum SectionKind: String {
@@ -296,6 +269,9 @@ extension HAProxyParser {
         /// `stats enable` seen: this section is the stats listener, not a proxy.
         var statsEnabled = false
         var statsURI: String?
+        var statsRefresh: Duration?
+        var statsCredentials: [StatsCredential] = []
+        var statsAdmin = false
     }
 
     private struct Parser {
@@ -480,17 +456,63 @@ extension HAProxyParser {
                 let sub = words.count > 1 ? words[1] : ""
                 switch sub {
                 case "socket":
-                    break
+                    guard global.statsSocket == nil else {
+                        throw error(line, "stats socket", "only one 'stats socket' is supported")
+                    }
+                    global.statsSocket = try statsSocket(words, line: line)
                 case "timeout":
                     _ = try duration(Array(words.dropFirst()), line: line, keyword: "stats timeout")
                 default:
-                    throw error(line, sub.isEmpty ? "stats" : "stats \(sub)", "only 'stats socket' and 'stats timeout' are accepted in global (and ignored)")
+                    throw error(line, sub.isEmpty ? "stats" : "stats \(sub)", "only 'stats socket' and 'stats timeout' are accepted in global")
                 }
             case _ where Self.ignoredGlobalKeywords.contains(keyword):
                 break
             default:
                 throw error(line, keyword, "unknown or unsupported keyword '\(keyword)' in global section")
             }
+        }
+
+        /// `stats socket PATH [mode OCTAL] [level user|operator|admin] [BIND OPTIONS]`: the
+        /// Runtime API's unix socket. Without `level` the socket is `operator`, haproxy's
+        /// default (cli.c sets ACCESS_LVL_OPER before reading the options). The bind
+        /// options that only concern haproxy's process model or ownership (`expose-fd
+        /// listeners` for seamless reloads, `user`, `group`, `uid`, `gid`, `process`,
+        /// `thread`, `name`) are accepted and have no effect here.
+        func statsSocket(_ words: [String], line: Int) throws(ConfigurationError) -> RuntimeSocketConfig {
+            let keyword = "stats socket"
+            guard words.count >= 3 else { throw error(line, keyword, "missing socket path (expected 'stats socket PATH')") }
+            var path = words[2]
+            if path.hasPrefix("unix@") { path.removeFirst("unix@".count) }
+            guard !path.isEmpty, !path.contains("@"), !path.contains(":") else {
+                throw error(line, keyword, "only UNIX socket paths are supported, not '\(words[2])'")
+            }
+            var socket = RuntimeSocketConfig(path: path, level: .operator)
+            var i = 3
+            while i < words.count {
+                let option = words[i]
+                let valued: Set<String> = ["mode", "level", "expose-fd", "user", "group", "uid", "gid", "process", "thread", "name"]
+                guard valued.contains(option) else {
+                    throw error(line, option, "unsupported 'stats socket' option '\(option)' (expected mode, level, expose-fd, user, group, uid, gid, process, thread, name)")
+                }
+                guard i + 1 < words.count else { throw error(line, option, "'\(option)' needs a value") }
+                let value = words[i + 1]
+                switch option {
+                case "mode":
+                    guard let bits = UInt32(value, radix: 8), bits <= 0o7777 else {
+                        throw error(line, option, "invalid mode '\(value)' (expected octal permission bits, e.g. 660)")
+                    }
+                    socket.mode = bits
+                case "level":
+                    guard let level = RuntimeSocketConfig.Level(rawValue: value) else {
+                        throw error(line, option, "invalid level '\(value)' (expected user, operator or admin)")
+                    }
+                    socket.level = level
+                default:
+                    break
+                }
+                i += 2
+            }
+            return socket
         }
 
         // MARK: frontend / backend / listen
@@ -536,12 +558,12 @@ extension HAProxyParser {
                 try serverParameters(words[3...], line: line, into: &parameters)
                 proxy.servers.append(ServerConfig(
                     name: name, address: address, weight: parameters.weight, backup: parameters.backup,
-                    check: parameters.check ? parameters.health : nil))
+                    check: parameters.check ? parameters.health : nil, slowStart: parameters.slowStart))
                 proxy.serverLines[name] = line
             case "stats" where proxy.kind == .listen || proxy.kind == .frontend:
                 // haproxy's stats page idiom: `listen stats / bind :8404 / stats enable /
                 // stats uri /`. balancerd serves its own page and /haproxy.cfg there.
-                guard words.count >= 2 else { throw error(line, keyword, "'stats' needs a keyword (enable, uri)") }
+                guard words.count >= 2 else { throw error(line, keyword, "'stats' needs a keyword (enable, uri, refresh, auth, admin)") }
                 switch words[1] {
                 case "enable":
                     proxy.statsEnabled = true
@@ -550,10 +572,31 @@ extension HAProxyParser {
                         throw error(line, "stats uri", "expected 'stats uri /PATH'")
                     }
                     proxy.statsURI = words[2]
-                case "refresh", "show-legends", "show-node", "hide-version", "show-desc":
+                case "refresh":
+                    proxy.statsRefresh = try duration(Array(words.dropFirst()), line: line, keyword: "stats refresh")
+                case "auth":
+                    guard words.count == 3, let colon = words[2].firstIndex(of: ":"), colon != words[2].startIndex else {
+                        throw error(line, "stats auth", "expected 'stats auth USER:PASSWORD'")
+                    }
+                    let user = String(words[2][..<colon])
+                    let password = String(words[2][words[2].index(after: colon)...])
+                    proxy.statsCredentials.append(StatsCredential(user: user, password: password))
+                case "admin":
+                    // haproxy's `stats admin if|unless CONDITION`. The condition is recorded
+                    // as "admin actions are offered" and NOT evaluated: balancerd has no ACL
+                    // engine. Who may act is decided instead by a fixed rule: clients on
+                    // loopback, or any client with one of the `stats auth` credentials.
+                    guard words.count >= 4, words[2] == "if" || words[2] == "unless" else {
+                        throw error(line, "stats admin", "expected 'stats admin if CONDITION'")
+                    }
+                    proxy.statsAdmin = true
+                case "realm":
+                    // The text of the Basic authentication prompt: presentation only.
+                    guard words.count >= 3 else { throw error(line, "stats realm", "'stats realm' needs a value") }
+                case "show-legends", "show-node", "hide-version", "show-desc":
                     break   // presentation options of haproxy's page: accepted, ignored
                 default:
-                    throw error(line, "stats \(words[1])", "'stats \(words[1])' is not supported (enable and uri are)")
+                    throw error(line, "stats \(words[1])", "'stats \(words[1])' is not supported (enable, uri, refresh, auth, admin and realm are)")
                 }
             case "discovery":
                 guard proxy.kind.isBackSide else { throw misplaced(line, keyword, proxy.kind) }
@@ -658,6 +701,16 @@ extension HAProxyParser {
             case "option":
                 try option(words, line: line, enable: true, kind: kind, settings: &settings)
 
+            case "errorfile":
+                try arguments(words, count: 2, line: line, keyword: keyword)
+                let error = try errorFile(status: words[1], path: words[2], line: line)
+                settings.errorFiles.removeAll { $0.status == error.status }
+                settings.errorFiles.append(error)
+
+            case "http-check":
+                guard kind.isBackSide else { throw misplaced(line, keyword, kind) }
+                try httpCheck(words, line: line, checks: &settings.checks)
+
             case "no":
                 guard words.count >= 2 else { throw error(line, keyword, "'no' needs a keyword") }
                 switch words[1] {
@@ -684,8 +737,8 @@ extension HAProxyParser {
         /// the error says "not supported" instead of suggesting a typo.
         static let unsupportedProxyKeywords: Set<String> = [
             "acl", "use_backend", "use-server", "http-request", "http-response", "http-after-response",
-            "tcp-request", "tcp-response", "stick-table", "stick", "cookie", "errorfile", "errorloc",
-            "redirect", "compression", "http-check", "tcp-check", "capture", "monitor-uri", "stats",
+            "tcp-request", "tcp-response", "stick-table", "stick", "cookie", "errorloc", "errorloc302",
+            "errorloc303", "errorfiles", "redirect", "compression", "tcp-check", "capture", "monitor-uri", "stats",
             "hash-type", "fullconn", "server-template", "rate-limit", "unique-id-format", "log-format",
             "http-reuse", "source", "dispatch", "disabled", "enabled", "description", "id",
         ]
@@ -721,12 +774,12 @@ extension HAProxyParser {
             case "http-keep-alive": settings.timeouts.httpKeepAlive = value
             case "connect": settings.timeouts.connect = value
             case "server": settings.timeouts.server = value
+            case "check": settings.checks.timeout = value
             default:
-                // queue, check, tunnel, client-fin, server-fin: accepted (the value is still
-                // checked) and ignored. balancerd has no server queue, checks time out at the
-                // check interval, and there is no half-closed or tunnel timer apart from
-                // client/server; configs carry these almost always, so rejecting them would
-                // reject nearly every real file.
+                // queue, tunnel, client-fin, server-fin: accepted (the value is still
+                // checked) and ignored. balancerd has no server queue, and there is no
+                // half-closed or tunnel timer apart from client/server; configs carry these
+                // almost always, so rejecting them would reject nearly every real file.
                 break
             }
         }
@@ -757,13 +810,211 @@ extension HAProxyParser {
                 // http-server-close and http-keep-alive choose haproxy's connection mode, and
                 // balancerd's HTTP mode always keeps client connections alive.
                 break
-            case "httpchk", "tcp-check", "ssl-hello-chk", "mysql-check", "pgsql-check", "redis-check",
-                 "smtpchk", "ldap-check", "spop-check":
-                throw error(line, keyword, "'option \(name)' is not supported: health checks are TCP connects ('check' on a server line)")
+            case "httpchk":
+                guard kind.isBackSide else { throw misplaced(line, keyword, kind) }
+                guard enable else {
+                    settings.checks.httpchk = nil
+                    try noArguments()
+                    return
+                }
+                settings.checks.httpchk = try httpchk(Array(words.dropFirst(2)), line: line)
+            case "tcp-check", "ssl-hello-chk", "mysql-check", "pgsql-check", "redis-check",
+                 "smtpchk", "ldap-check", "spop-check", "external-check":
+                throw error(line, keyword, "'option \(name)' is not supported: health checks are TCP connects or HTTP requests ('option httpchk')")
             default:
                 throw error(line, keyword, "unknown or unsupported option '\(name)'")
             }
         }
+
+        // MARK: health checks and error files
+
+        /// `option httpchk`, `option httpchk URI`, `option httpchk METHOD URI`, `option
+        /// httpchk METHOD URI VERSION`. The version may carry header lines after a CR LF
+        /// (written `\r\n` in the file; the tokenizer has made them real), and a body after
+        /// an empty line: the pre-2.2 idiom, which haproxy 2.6 still sends as such.
+        func httpchk(_ arguments: [String], line: Int) throws(ConfigurationError) -> HTTPCheck {
+            let keyword = "option httpchk"
+            var check = HTTPCheck()
+            switch arguments.count {
+            case 0: break
+            case 1: check.uri = arguments[0]
+            case 2, 3:
+                check.method = arguments[0]
+                check.uri = arguments[1]
+            default:
+                throw error(line, keyword, "too many arguments (expected [METHOD] URI [VERSION])")
+            }
+            guard check.method.utf8.allSatisfy(HTTPSyntax.isTokenChar), !check.method.isEmpty else {
+                throw error(line, keyword, "invalid method '\(check.method)'")
+            }
+            guard !check.uri.isEmpty, !check.uri.contains(where: { $0 == "\r" || $0 == "\n" }) else {
+                throw error(line, keyword, "invalid URI '\(check.uri)'")
+            }
+            guard arguments.count == 3 else { return check }
+
+            let lines = Self.splitCRLF(arguments[2])
+            check.version = lines[0]
+            guard check.version.hasPrefix("HTTP/"), !check.version.contains(where: \.isWhitespace) else {
+                throw error(line, keyword, "invalid HTTP version '\(check.version)' (e.g. HTTP/1.1)")
+            }
+            var index = 1
+            while index < lines.count, !lines[index].isEmpty {
+                let field = lines[index]
+                guard let colon = field.firstIndex(of: ":"), colon != field.startIndex,
+                      field[..<colon].utf8.allSatisfy(HTTPSyntax.isTokenChar) else {
+                    throw error(line, keyword, "invalid header line '\(field)' after the version (expected NAME:VALUE)")
+                }
+                let value = field[field.index(after: colon)...].drop { $0 == " " || $0 == "\t" }
+                check.headers.append(HTTPCheckHeader(name: String(field[..<colon]), value: String(value)))
+                index += 1
+            }
+            if index + 1 < lines.count {
+                let body = lines[(index + 1)...].joined(separator: "\r\n")
+                if !body.isEmpty { check.body = body }
+            }
+            return check
+        }
+
+        /// Splits on CR LF. Works on scalars because "\r\n" is a single `Character`.
+        static func splitCRLF(_ text: String) -> [String] {
+            var lines: [String] = []
+            var current = String.UnicodeScalarView()
+            var scalars = text.unicodeScalars.makeIterator()
+            var pendingCR = false
+            while let scalar = scalars.next() {
+                if pendingCR {
+                    pendingCR = false
+                    if scalar == "\n" {
+                        lines.append(String(current))
+                        current = String.UnicodeScalarView()
+                        continue
+                    }
+                    current.append("\r")
+                }
+                if scalar == "\r" { pendingCR = true } else { current.append(scalar) }
+            }
+            if pendingCR { current.append("\r") }
+            lines.append(String(current))
+            return lines
+        }
+
+        /// `http-check send ...` and `http-check expect ...`; other http-check rules
+        /// (connect, set-var, comment) are errors.
+        func httpCheck(_ words: [String], line: Int, checks: inout CheckSettings) throws(ConfigurationError) {
+            guard words.count >= 2 else { throw error(line, "http-check", "'http-check' needs a rule (send or expect)") }
+            let rule = words[1]
+            let keyword = "http-check \(rule)"
+            switch rule {
+            case "send":
+                var i = 2
+                while i < words.count {
+                    let option = words[i]
+                    func value(_ offset: Int = 1) throws(ConfigurationError) -> String {
+                        guard i + offset < words.count else { throw error(line, option, "'\(option)' needs a value") }
+                        return words[i + offset]
+                    }
+                    switch option {
+                    case "meth":
+                        let method = try value()
+                        guard !method.isEmpty, method.utf8.allSatisfy(HTTPSyntax.isTokenChar) else {
+                            throw error(line, option, "invalid method '\(method)'")
+                        }
+                        checks.sendMethod = method
+                        i += 2
+                    case "uri":
+                        checks.sendURI = try value()
+                        i += 2
+                    case "ver":
+                        let version = try value()
+                        guard version.hasPrefix("HTTP/") else { throw error(line, option, "invalid HTTP version '\(version)'") }
+                        checks.sendVersion = version
+                        i += 2
+                    case "hdr":
+                        let name = try value(1)
+                        let fieldValue = try value(2)
+                        guard !name.isEmpty, name.utf8.allSatisfy(HTTPSyntax.isTokenChar) else {
+                            throw error(line, option, "invalid header name '\(name)'")
+                        }
+                        checks.sendHeaders.append(HTTPCheckHeader(name: name, value: fieldValue))
+                        i += 3
+                    case "body":
+                        checks.sendBody = try value()
+                        i += 2
+                    case "comment":
+                        _ = try value()
+                        i += 2
+                    case "uri-lf", "body-lf":
+                        throw error(line, option, "'\(option)' (a log-format) is not supported; use '\(option.dropLast(3))'")
+                    default:
+                        throw error(line, option, "unknown 'http-check send' option '\(option)' (expected meth, uri, ver, hdr, body)")
+                    }
+                }
+            case "expect":
+                if let previous = checks.expect {
+                    throw error(line, keyword, "only one 'http-check expect' per backend is supported (first at line \(previous.line))")
+                }
+                var i = 2
+                var negated = false
+                if i < words.count, words[i] == "!" {
+                    negated = true
+                    i += 1
+                }
+                guard i + 1 < words.count else {
+                    throw error(line, keyword, "expected 'http-check expect [!] status CODES' or '... rstatus REGEX'")
+                }
+                let matcher = words[i], pattern = words[i + 1]
+                if i + 2 < words.count { throw error(line, keyword, "unexpected argument '\(words[i + 2])'") }
+                switch matcher {
+                case "status":
+                    var ranges: [ClosedRange<Int>] = []
+                    for element in pattern.split(separator: ",", omittingEmptySubsequences: false) {
+                        let bounds = element.split(separator: "-", omittingEmptySubsequences: false)
+                        guard bounds.count <= 2, bounds.allSatisfy({ HAProxyParser.isDecimal($0) && $0.count <= 3 }),
+                              let low = Int(bounds[0]), let high = Int(bounds[bounds.count - 1]), low <= high else {
+                            throw error(line, keyword, "invalid status list '\(pattern)' (e.g. 200 or 200-299,301)")
+                        }
+                        ranges.append(low...high)
+                    }
+                    checks.expect = (.status(ranges, negated: negated), line)
+                case "rstatus":
+                    do {
+                        _ = try Regex(pattern)
+                    } catch {
+                        throw self.error(line, keyword, "invalid regular expression '\(pattern)': \(error)")
+                    }
+                    checks.expect = (.statusRegex(pattern, negated: negated), line)
+                case "string", "rstring", "hdr", "fhdr", "custom", "min-recv", "comment", "ok-status", "error-status",
+                     "tout-status", "on-success", "on-error", "status-code":
+                    throw error(line, keyword, "'http-check expect \(matcher)' is not supported (status and rstatus are)")
+                default:
+                    throw error(line, keyword, "unknown matcher '\(matcher)' (expected status or rstatus)")
+                }
+            case "connect", "set-var", "unset-var", "comment", "disable-on-404", "send-state":
+                throw error(line, keyword, "'\(keyword)' is not supported (send and expect are)")
+            default:
+                throw error(line, keyword, "unknown http-check rule '\(rule)' (expected send or expect)")
+            }
+        }
+
+        /// `errorfile CODE PATH`: the file is read now, as haproxy does, so a missing file
+        /// stops the load instead of surprising the first client that gets the error. A
+        /// relative path is relative to the working directory, as in haproxy.
+        func errorFile(status text: String, path: String, line: Int) throws(ConfigurationError) -> ErrorFile {
+            guard HAProxyParser.isDecimal(text), let status = Int(text), Self.errorFileStatuses.contains(status) else {
+                throw error(line, "errorfile", "status code '\(text)' not handled (haproxy allows \(Self.errorFileStatuses.sorted().map(String.init).joined(separator: ", ")))")
+            }
+            switch HAProxyParser.readBytes(path) {
+            case .success(let bytes):
+                guard !bytes.isEmpty else { throw error(line, "errorfile", "'\(path)' is empty") }
+                return ErrorFile(status: status, path: path, response: bytes)
+            case .failure(let failure):
+                throw error(line, "errorfile", "'\(path)': \(failure.message)")
+            }
+        }
+
+        /// The statuses haproxy 2.6 accepts in `errorfile` (its http_err_codes).
+        static let errorFileStatuses: Set<Int> = [200, 400, 401, 403, 404, 405, 407, 408, 410, 413, 425, 429,
+                                                  500, 501, 502, 503, 504]
 
         // MARK: server parameters
 
@@ -794,6 +1045,18 @@ extension HAProxyParser {
                         throw error(line, keyword, "invalid interval '\(text)' (a duration above zero, e.g. 2s or 500ms)")
                     }
                     parameters.health.interval = interval
+                case "fastinter", "downinter":
+                    let text = try value(for: keyword)
+                    guard let interval = DurationParser.parse(text), interval > .zero else {
+                        throw error(line, keyword, "invalid interval '\(text)' (a duration above zero, e.g. 2s or 500ms)")
+                    }
+                    if keyword == "fastinter" { parameters.health.fastInterval = interval } else { parameters.health.downInterval = interval }
+                case "slowstart":
+                    let text = try value(for: keyword)
+                    guard let time = DurationParser.parse(text) else {
+                        throw error(line, keyword, "invalid duration '\(text)' (e.g. 30s; 0 turns slow start off)")
+                    }
+                    parameters.slowStart = time == .zero ? nil : time
                 case "rise":
                     parameters.health.rise = try integer(try value(for: keyword), line: line, keyword: keyword, in: 1...Int.max)
                 case "fall":
@@ -861,7 +1124,8 @@ extension HAProxyParser {
                 guard proxy.servers.isEmpty, proxy.settings.defaultBackend == nil || proxy.kind == .listen else {
                     throw error(proxy.line, keyword, "stats section '\(proxy.name)' cannot also forward to servers")
                 }
-                stats = StatsConfig(name: proxy.name, bind: proxy.binds[0], uri: proxy.statsURI ?? "/")
+                stats = StatsConfig(name: proxy.name, bind: proxy.binds[0], uri: proxy.statsURI ?? "/",
+                                    refresh: proxy.statsRefresh, credentials: proxy.statsCredentials, admin: proxy.statsAdmin)
             }
             let proxies = self.proxies.filter { !$0.statsEnabled }
             var backends: [BackendConfig] = []
@@ -871,7 +1135,12 @@ extension HAProxyParser {
                 let backend = BackendConfig(
                     name: proxy.name, mode: settings.mode, balance: .roundRobin, servers: proxy.servers,
                     timeouts: settings.timeouts, retries: settings.retries, redispatch: settings.redispatch,
-                    allBackups: settings.allBackups, discovery: proxy.discovery)
+                    allBackups: settings.allBackups, discovery: proxy.discovery,
+                    healthCheck: settings.checks.resolved,
+                    // Servers from discovery have no line of their own: `default-server
+                    // check ...` is what they get.
+                    defaultCheck: proxy.discovery != nil && settings.server.check ? settings.server.health : nil,
+                    errorFiles: settings.errorFiles)
                 backends.append(backend)
                 backendIndex[proxy.name] = (backend, settings.forwardFor)
             }
@@ -903,11 +1172,12 @@ extension HAProxyParser {
                     name: proxy.name, binds: proxy.binds, mode: proxy.settings.mode, defaultBackend: target.name,
                     timeouts: proxy.settings.timeouts,
                     // As in haproxy, `option forwardfor` on either side adds the header.
-                    forwardFor: proxy.settings.forwardFor || backend.forwardFor))
+                    forwardFor: proxy.settings.forwardFor || backend.forwardFor,
+                    errorFiles: proxy.settings.errorFiles))
             }
-            guard !frontends.isEmpty else {
-                throw error(0, "frontend", "no frontend or listen section")
-            }
+            // No frontend is valid, as for haproxy (Debian's default haproxy.cfg has none):
+            // such a file checks and exports, and `balancerd --config` says it has nothing
+            // to listen on.
             return Configuration(global: global, frontends: frontends, backends: backends, stats: stats)
         }
     }

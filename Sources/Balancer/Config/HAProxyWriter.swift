@@ -18,6 +18,12 @@ public enum HAProxyWriter {
         // limit, and haproxy derives its own from the machine it runs on.
         if let maxconn = configuration.global.maxConnections { out.append("    maxconn \(maxconn)") }
         if let threads = configuration.global.threads { out.append("    nbthread \(threads)") }
+        if let socket = configuration.global.statsSocket {
+            var line = "    stats socket \(word(socket.path))"
+            if let mode = socket.mode { line += " mode \(String(mode, radix: 8))" }
+            line += " level \(socket.level.rawValue)"
+            out.append(line)
+        }
         out.append("")
 
         // One defaults section, from the first frontend and the first backend; sections
@@ -64,6 +70,7 @@ public enum HAProxyWriter {
                 out.append("    timeout http-keep-alive \(DurationParser.format(frontend.timeouts.httpKeepAlive))")
             }
             if frontend.forwardFor { out.append("    option forwardfor") }
+            out += errorFileLines(frontend.errorFiles)
             out.append("    default_backend \(frontend.defaultBackend)")
             out.append("")
         }
@@ -74,6 +81,14 @@ public enum HAProxyWriter {
             out.append("    bind \(address(stats.bind))")
             out.append("    stats enable")
             out.append("    stats uri \(stats.uri)")
+            if let refresh = stats.refresh { out.append("    stats refresh \(DurationParser.format(refresh))") }
+            for credential in stats.credentials { out.append("    stats auth \(word("\(credential.user):\(credential.password)"))") }
+            if stats.admin {
+                // balancerd's rule for admin actions: loopback clients, or any client that
+                // authenticates. haproxy asks for the credentials on the whole page once
+                // `stats auth` is set, so `TRUE` there; otherwise loopback only.
+                out.append(stats.credentials.isEmpty ? "    stats admin if LOCALHOST" : "    stats admin if TRUE")
+            }
             out.append("")
         }
 
@@ -92,23 +107,90 @@ public enum HAProxyWriter {
                 out.append(backend.redispatch ? "    option redispatch" : "    no option redispatch")
             }
             if backend.allBackups { out.append("    option allbackups") }
+            out += healthCheckLines(backend.healthCheck)
+            out += errorFileLines(backend.errorFiles)
             if let discovery = backend.discovery {
                 out.append("    # servers as \(describe(discovery)) listed them at export time")
             }
-            for server in backend.servers { out.append("    " + serverLine(server)) }
+            for server in backend.servers {
+                // A server without check parameters of its own is checked with the
+                // backend's defaults (discovered servers, `--check-interval`): in haproxy
+                // that is a `check` on its line.
+                var effective = server
+                if effective.check == nil { effective.check = backend.defaultCheck }
+                out.append("    " + serverLine(effective))
+            }
             out.append("")
         }
         return out.joined(separator: "\n")
     }
 
-    /// `server NAME ADDR:PORT weight W [backup] [check inter D rise N fall N]`
+    /// `server NAME ADDR:PORT weight W [backup] [check inter D [fastinter D] [downinter D]
+    /// rise N fall N] [slowstart D]`
     public static func serverLine(_ server: ServerConfig) -> String {
         var line = "server \(server.name) \(address(server.address)) weight \(server.weight)"
         if server.backup { line += " backup" }
         if let check = server.check {
-            line += " check inter \(DurationParser.format(check.interval)) rise \(check.rise) fall \(check.fall)"
+            line += " check inter \(DurationParser.format(check.interval))"
+            if let fast = check.fastInterval { line += " fastinter \(DurationParser.format(fast))" }
+            if let down = check.downInterval { line += " downinter \(DurationParser.format(down))" }
+            line += " rise \(check.rise) fall \(check.fall)"
         }
+        if let slowStart = server.slowStart { line += " slowstart \(DurationParser.format(slowStart))" }
         return line
+    }
+
+    /// `option httpchk METHOD URI VERSION`, then `http-check send` for headers and body
+    /// (haproxy 2.6 warns about headers hidden in the version string), `http-check
+    /// expect` and `timeout check`.
+    static func healthCheckLines(_ check: BackendHealthCheck) -> [String] {
+        var lines: [String] = []
+        if let http = check.http {
+            lines.append("    option httpchk \(word(http.method)) \(word(http.uri)) \(word(http.version))")
+            var send = http.headers.map { "hdr \(word($0.name)) \(word($0.value))" }
+            if let body = http.body { send.append("body \(word(body))") }
+            if !send.isEmpty { lines.append("    http-check send " + send.joined(separator: " ")) }
+            switch http.expect {
+            case nil:
+                break
+            case .status(let ranges, let negated):
+                let codes = ranges.map { $0.lowerBound == $0.upperBound ? "\($0.lowerBound)" : "\($0.lowerBound)-\($0.upperBound)" }
+                lines.append("    http-check expect \(negated ? "! " : "")status \(codes.joined(separator: ","))")
+            case .statusRegex(let pattern, let negated):
+                lines.append("    http-check expect \(negated ? "! " : "")rstatus \(word(pattern))")
+            }
+        }
+        if let timeout = check.timeout { lines.append("    timeout check \(DurationParser.format(timeout))") }
+        return lines
+    }
+
+    static func errorFileLines(_ files: [ErrorFile]) -> [String] {
+        files.map { "    errorfile \($0.status) \(word($0.path))" }
+    }
+
+    /// A word as haproxy's tokenizer reads it back: as is when it has nothing special,
+    /// else in double quotes with `\`, `"`, `$` and control characters escaped.
+    static func word(_ text: String) -> String {
+        let plain = !text.isEmpty && text.unicodeScalars.allSatisfy { scalar in
+            scalar.value > 0x20 && scalar.value < 0x7F && !"\"'\\#$".unicodeScalars.contains(scalar)
+        }
+        if plain { return text }
+        var quoted = "\""
+        for scalar in text.unicodeScalars {
+            switch scalar {
+            case "\"": quoted += "\\\""
+            case "\\": quoted += "\\\\"
+            case "$": quoted += "\\$"
+            case "\r": quoted += "\\r"
+            case "\n": quoted += "\\n"
+            case "\t": quoted += "\\t"
+            case _ where scalar.value < 0x20 || scalar.value == 0x7F:
+                let hex = Array("0123456789abcdef")
+                quoted += "\\x\(hex[Int(scalar.value >> 4)])\(hex[Int(scalar.value & 0xF)])"
+            default: quoted.unicodeScalars.append(scalar)
+            }
+        }
+        return quoted + "\""
     }
 
     /// haproxy's address syntax: IPv6 with the `ipv6@` prefix, where the last colon starts

@@ -69,3 +69,47 @@ public enum ErrorResponse: Sendable, Equatable, CaseIterable {
         return Array(head.utf8) + Array(body.utf8)
     }
 }
+
+/// The bytes sent for each canned error: haproxy's, or an `errorfile`'s where the
+/// configuration has one. Chosen once, when a frontend's settings are built, so sending an
+/// error still allocates nothing. As in haproxy, a file is sent exactly as written and the
+/// connection is closed after it, whatever its own header fields say.
+struct ErrorPages: Sendable {
+    private let pages: [[UInt8]]
+
+    /// Client errors (4xx) happen before or regardless of the backend: the frontend's
+    /// files. Server errors (5xx) happen once the backend is chosen: its files first, then
+    /// the frontend's.
+    init(frontend: [ErrorFile], backend: [ErrorFile]) {
+        pages = ErrorResponse.allCases.map { error in
+            let status = error.status
+            let file = status < 500
+                ? frontend.last { $0.status == status }
+                : (backend.last { $0.status == status } ?? frontend.last { $0.status == status })
+            return file?.response ?? error.bytes
+        }
+    }
+
+    static let standard = ErrorPages(frontend: [], backend: [])
+
+    @inline(__always)
+    subscript(error: ErrorResponse) -> [UInt8] {
+        pages[error.index]
+    }
+}
+
+extension ErrorResponse {
+    /// Position in `allCases`.
+    var index: Int {
+        switch self {
+        case .badRequest: 0
+        case .methodNotAllowed: 1
+        case .requestTimeout: 2
+        case .headerFieldsTooLarge: 3
+        case .internalServerError: 4
+        case .badGateway: 5
+        case .serviceUnavailable: 6
+        case .gatewayTimeout: 7
+        }
+    }
+}

@@ -36,15 +36,19 @@ public struct HTTPTimeouts: Sendable, Equatable {
 final class HTTPSessionSettings: Sendable {
     let timeouts: HTTPTimeouts
     let retry: RetryPolicy
+    /// What each canned error sends (`errorfile`).
+    let errorPages: ErrorPages
 
-    init(timeouts: HTTPTimeouts, retry: RetryPolicy) {
+    init(timeouts: HTTPTimeouts, retry: RetryPolicy, errorPages: ErrorPages = .standard) {
         self.timeouts = timeouts
         self.retry = retry
+        self.errorPages = errorPages
     }
 
     convenience init(frontend: Frontend, backend: BackendSettings) {
         self.init(timeouts: HTTPTimeouts(frontend: frontend, backend: backend),
-                  retry: RetryPolicy(retries: backend.retries, redispatch: backend.redispatch))
+                  retry: RetryPolicy(retries: backend.retries, redispatch: backend.redispatch),
+                  errorPages: ErrorPages(frontend: frontend.errorFiles, backend: backend.errorFiles))
     }
 }
 

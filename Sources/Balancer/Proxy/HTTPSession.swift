@@ -953,8 +953,9 @@ final class HTTPSession: EventHandler, ProxySession {
         dropServer(reusable: false, loop: loop)
         worker.pool.borrow(&clientOut)
         clientOut.clear()
-        error.bytes.withUnsafeBytes { clientOut.append($0) }
-        beginExchange().bytesToClient = error.bytes.count
+        let bytes = machine.settings.errorPages[error]
+        bytes.withUnsafeBytes { clientOut.append($0) }
+        beginExchange().bytesToClient = bytes.count
         log(loop: loop)
         endExchange()
         clientIn.clear()

@@ -10,7 +10,7 @@ final class ProxyWorker: @unchecked Sendable {
     /// the publishing thread, so reading it per connection takes no lock and no atomic.
     var tables: [BackendTable]
     var listeners: [Listener] = []
-    let pool = TransferPool()
+    let pool: TransferPool
     let log = LogBuffer()
     /// Forward through pipes with splice(2) (true) or through buffers (false).
     let splice: Bool
@@ -48,6 +48,7 @@ final class ProxyWorker: @unchecked Sendable {
          httpLimits: HTTPHeadParser.Limits = .init()) {
         self.spliceThreshold = spliceThreshold
         self.loop = loop
+        self.pool = TransferPool(budget: shared.pipes)
         self.sweeper = PoolSweeper(pool: pool)
         self.splice = splice
         self.httpLimits = httpLimits

@@ -146,15 +146,26 @@ struct PipePair {
 
 /// Per-loop pools of pipes and buffers. Loop thread only.
 final class TransferPool {
+    private let budget: PipeBudget
     private var pipes: [PipePair] = []
     private var buffers: [UnsafeMutableRawBufferPointer] = []
     static let bufferSize = 16 * 1024
     /// Pipes kept for reuse; beyond that they are closed, to give descriptors back.
     private let maxIdlePipes = 256
 
+    init(budget: PipeBudget) {
+        self.budget = budget
+    }
+
+    /// A pipe, or nil when the budget is spent or the process is out of descriptors:
+    /// the caller then copies through a buffer.
     func takePipe() -> PipePair? {
         if let pipe = pipes.popLast() { return pipe }
-        guard let fds = try? Posix.pipe() else { return nil }   // EMFILE: the caller falls back to a buffer
+        guard budget.reserve() else { return nil }
+        guard let fds = try? Posix.pipe() else {
+            budget.release()
+            return nil
+        }
         return PipePair(read: fds.read, write: fds.write, capacity: Posix.pipeCapacity(fds.write))
     }
 
@@ -166,6 +177,7 @@ final class TransferPool {
         } else {
             Posix.close(pipe.read)
             Posix.close(pipe.write)
+            budget.release()
         }
     }
 
@@ -302,7 +314,7 @@ final class TransferPool {
     }
 
     deinit {
-        for pipe in pipes { Posix.close(pipe.read); Posix.close(pipe.write) }
+        for pipe in pipes { Posix.close(pipe.read); Posix.close(pipe.write); budget.release() }
         for buffer in buffers { buffer.deallocate() }
         large.deallocateAll()
         small.deallocateAll()

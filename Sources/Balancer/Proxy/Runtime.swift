@@ -8,10 +8,14 @@ public final class ProxyShared: Sendable {
     /// Client connections open in the whole process (haproxy `%ac`).
     public let active = Atomic<Int>(0)
     public let quiet: Bool
+    /// Splice pipes open in the process, against haproxy's maxpipes.
+    let pipes: PipeBudget
 
-    init(maxConnections: Int, quiet: Bool) {
+    init(maxConnections: Int, quiet: Bool,
+         maxPipes: Int? = nil) {
         self.maxConnections = maxConnections
         self.quiet = quiet
+        self.pipes = PipeBudget(limit: maxPipes ?? MaxConnections.pipes(for: maxConnections, openFileLimit: MaxConnections.openFileLimit()))
     }
 
     /// Takes a connection slot if one is free (global maxconn). Never lets the count pass
@@ -27,6 +31,34 @@ public final class ProxyShared: Sendable {
     @inline(__always)
     func releaseSlot() {
         active.wrappingSubtract(1, ordering: .relaxed)
+    }
+}
+
+/// How many pipes the whole process may hold open (haproxy's maxpipes), shared by every
+/// loop's TransferPool. Pipes are optional, connections are not: the budget keeps pipe
+/// descriptors from taking the ones accept needs for maxconn connections (see
+/// MaxConnections.pipes). Touched only when a pipe is created or closed, not when a
+/// pooled one is reused.
+final class PipeBudget: Sendable {
+    let limit: Int
+    private let open = Atomic<Int>(0)
+
+    init(limit: Int) {
+        self.limit = limit
+    }
+
+    var count: Int { open.load(ordering: .relaxed) }
+
+    /// Takes room for one pipe if the budget has some.
+    func reserve() -> Bool {
+        let before = open.wrappingAdd(1, ordering: .relaxed).oldValue
+        if before < limit { return true }
+        open.wrappingSubtract(1, ordering: .relaxed)
+        return false
+    }
+
+    func release() {
+        open.wrappingSubtract(1, ordering: .relaxed)
     }
 }
 
