@@ -116,11 +116,14 @@ public struct ServerStats: Sendable {
 public struct BackendStats: Sendable {
     public var name: String
     public var mode: ProxyMode
+    public var balance: BalanceAlgorithm
     public var generation: UInt64
     public var servers: [ServerStats]
     public var counters: StatsCounters
     /// Where the servers come from: nil for the configuration's `server` lines.
     public var discovery: DiscoveryConfig?
+    /// What its discovery source has done lately: nil when no source feeds it.
+    public var discoveryStatus: DiscoveryReading?
 
     /// act and bck: servers taking traffic, primaries and backups.
     public var activeServers: Int { servers.filter { !$0.isBackup && $0.isActive }.count }
@@ -191,11 +194,11 @@ extension Proxy {
                                             total: health.total.load(ordering: .relaxed)))
             }
             backends.append(BackendStats(
-                name: table.name, mode: configs[index].mode, generation: table.generation, servers: servers,
+                name: table.name, mode: configs[index].mode, balance: configs[index].balance, generation: table.generation, servers: servers,
                 counters: StatsCounters(counters.stats, current: counters.current.load(ordering: .relaxed),
                                         maxCurrent: counters.maxCurrent.load(ordering: .relaxed),
                                         total: counters.total.load(ordering: .relaxed)),
-                discovery: configs[index].discovery))
+                discovery: configs[index].discovery, discoveryStatus: counters.discovery.reading))
         }
         return StatsSnapshot(
             version: version, pid: Int(Posix.processID()), threads: workerCount, maxConnections: shared.maxConnections,
