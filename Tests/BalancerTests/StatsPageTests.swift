@@ -205,13 +205,24 @@ final class StatsPageTests: XCTestCase {
     func testThePageInHeadlessChromiumListsEveryServerWithItsState() throws {
         let servers = try startServers(["web-1", "web-2", "web-3", "web-4"])
         var configs = config(servers)
+        // Checked, but not within the test (the check results below are set by hand).
+        let slowCheck = HealthCheckConfig(interval: .seconds(3600))
+        configs[0].check = slowCheck
+        configs[3].check = slowCheck
         configs.append(ServerConfig(name: "spare", address: HostPort(host: "127.0.0.1", port: servers[0].port), backup: true))
         let running = try start(configs, stats: StatsConfig(bind: HostPort(host: "127.0.0.1", port: 0), refresh: .seconds(10), admin: true))
         _ = try names(running.port, count: 7)
         let health = running.proxy.tables[0].servers.map(\.health)
         health[1].adminRaw.store(AdminState.drain.rawValue, ordering: .relaxed)
         health[2].adminRaw.store(AdminState.maint.rawValue, ordering: .relaxed)
+        health[0].checkHealth.store(4, ordering: .relaxed)
+        health[0].checkStatusRaw.store(CheckStatus.l7ok.rawValue, ordering: .relaxed)
+        health[0].checkCode.store(200, ordering: .relaxed)
+        health[0].checkDurationMilliseconds.store(1, ordering: .relaxed)
         health[3].checkedUp.store(false, ordering: .relaxed)
+        health[3].checkHealth.store(0, ordering: .relaxed)
+        health[3].checkStatusRaw.store(CheckStatus.l4connection.rawValue, ordering: .relaxed)
+        health[3].checkFailures.store(3, ordering: .relaxed)
 
         let output = try TempDirectory(prefix: "balancerd-chromium")
         addTeardownBlock { output.remove() }
@@ -221,8 +232,8 @@ final class StatsPageTests: XCTestCase {
         let dom = try runProcess(try chromium(), common + ["--dump-dom", url], timeout: 60)
         XCTAssertEqual(dom.exitCode, 0, dom.allText)
         let text = dom.stdoutText
-        let expected = ["web-1": ("active_no_check", "no check"), "web-2": ("active_draining", "DRAIN"),
-                        "web-3": ("maintain", "MAINT"), "web-4": ("active_no_check", "no check"), "spare": ("backup_no_check", "no check")]
+        let expected = ["web-1": ("active_up", "UP"), "web-2": ("active_draining", "DRAIN"),
+                        "web-3": ("maintain", "MAINT"), "web-4": ("active_down", "DOWN"), "spare": ("backup_no_check", "no check")]
         for (name, (cssClass, state)) in expected {
             let row = #/<tr class="([a-z_]+)" data-server="([^"]+)">(.*?)</tr>/#
             let match = text.matches(of: row).first { $0.output.2 == name }

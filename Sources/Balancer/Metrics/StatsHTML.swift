@@ -34,7 +34,9 @@ public enum StatsHTML {
         }
         guard let check = server.check else { return "\(kind)_no_check" }
         if server.checkedUp {
-            return server.checkHealth < check.rise + check.fall - 1 ? "\(kind)_going_down" : "\(kind)_up"
+            // Going down: failures counted from full health (health runs rise…rise+fall-1 while UP).
+            let goingDown = server.checkHealth >= check.rise && server.checkHealth < check.rise + check.fall - 1
+            return goingDown ? "\(kind)_going_down" : "\(kind)_up"
         }
         return server.checkHealth > 0 ? "\(kind)_going_up" : "\(kind)_down"
     }
