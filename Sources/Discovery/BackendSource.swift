@@ -13,5 +13,24 @@ public protocol BackendSource: Sendable {
     /// so the last good table stays in force.
     func run(update: @escaping @Sendable (BackendSet) -> Void)
 
+    /// `run(update:)`, also telling `report` how each query went, for the stats page and
+    /// /metrics (balancerd_discovery_*). A source that does not implement it reports
+    /// nothing beyond its sets.
+    func run(update: @escaping @Sendable (BackendSet) -> Void, report: @escaping @Sendable (SourceEvent) -> Void)
+
     func stop()
+}
+
+/// How one query of a source went.
+public enum SourceEvent: Sendable {
+    /// It answered (the set may be unchanged, and then `update` is not called).
+    case answered
+    /// It failed; the source keeps its last set and tries again.
+    case failed(String)
+}
+
+extension BackendSource {
+    public func run(update: @escaping @Sendable (BackendSet) -> Void, report: @escaping @Sendable (SourceEvent) -> Void) {
+        run(update: update)
+    }
 }

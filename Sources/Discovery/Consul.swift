@@ -95,6 +95,10 @@ public final class ConsulSource: BackendSource {
     }
 
     public func run(update: @escaping @Sendable (BackendSet) -> Void) {
+        run(update: update, report: { _ in })
+    }
+
+    public func run(update: @escaping @Sendable (BackendSet) -> Void, report: @escaping @Sendable (SourceEvent) -> Void) {
         let client = HTTPClient(url: url, connectTimeout: options.connectTimeout, stopSignal: stopSignal)
         defer { client.close() }
         var index: UInt64 = 0
@@ -119,6 +123,7 @@ public final class ConsulSource: BackendSource {
                 answer = try query(client, index: index)
             } catch {
                 if stopSignal.isTriggered { break }
+                report(.failed(error.description))
                 let delay = backoff.nextDelay(using: &generator)
                 if let line = failures.failed(error.description, now: Posix.monotonicNanoseconds()) {
                     options.log("balancerd: consul: GET \(url)\(healthPath) failed: \(line); keeping the last good table (next try in \(delay.shortDescription))")
@@ -128,6 +133,7 @@ public final class ConsulSource: BackendSource {
             }
 
             backoff.succeeded()
+            report(.answered)
             if let count = failures.succeeded() {
                 options.log("balancerd: consul: \(description) answering again after \(count) failed \(count == 1 ? "query" : "queries")")
             }

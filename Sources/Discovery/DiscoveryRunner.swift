@@ -67,8 +67,11 @@ public final class DiscoveryRunner: Sendable {
     /// after `proxy.start()`). Call once: a source runs once.
     public func start(publishingInto proxy: Proxy) {
         for (backend, source) in entries {
+            let status = proxy.discoveryStatus(backend: backend)
+            status?.attach(source: source.description)
             let thread = LoopThread(name: "discovery") { [self] in
-                source.run { set in
+                source.run(update: { set in
+                    status?.recordUpdate()
                     do {
                         let generation = try proxy.publish(backend: backend, set: set)
                         self.answered.withLock { _ = $0.insert(backend) }
@@ -79,7 +82,12 @@ public final class DiscoveryRunner: Sendable {
                     } catch {
                         self.log("balancerd: backend \(backend): set from \(source.description) not applied: \(error); keeping the previous table")
                     }
-                }
+                }, report: { event in
+                    switch event {
+                    case .answered: status?.recordSuccess()
+                    case .failed(let message): status?.recordError(message)
+                    }
+                })
             }
             threads.withLock { $0.append(thread) }
         }

@@ -44,12 +44,17 @@ public final class EtcdSource: BackendSource {
     public func stop() { stopSignal.trigger() }
 
     public func run(update: @escaping @Sendable (BackendSet) -> Void) {
+        run(update: update, report: { _ in })
+    }
+
+    public func run(update: @escaping @Sendable (BackendSet) -> Void, report events: @escaping @Sendable (SourceEvent) -> Void) {
         let client = HTTPClient(url: url, connectTimeout: options.connectTimeout, stopSignal: stopSignal)
         var backoff = Backoff(base: options.backoffBase, cap: options.backoffCap)
         var report = FailureReport()
         var state = EtcdState(prefix: options.prefix)
         var published: BackendSet?
         func publish(_ set: BackendSet) {
+            events(.answered)
             if set != published {   // an identical set changes nothing
                 published = set
                 update(set)
@@ -65,6 +70,7 @@ public final class EtcdSource: BackendSource {
                 // The watch ended without an error: compaction. List again at once.
             } catch {
                 if stopSignal.isTriggered { break }
+                events(.failed("\(error)"))
                 client.close()
                 if let line = report.failed("\(error)", now: Posix.monotonicNanoseconds()) {
                     options.log("balancerd: etcd: \(description): \(line); keeping the last good table")

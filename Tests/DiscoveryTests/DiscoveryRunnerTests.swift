@@ -51,6 +51,41 @@ final class DiscoveryRunnerTests: XCTestCase {
         XCTAssertEqual(Set(names), ["s1", "s2"])
     }
 
+    /// What the stats page and balancerd_discovery_* read: sets received, errors (from a
+    /// source that cannot reach its server), last success.
+    func testDiscoveryStatusCountsSetsAndErrors() throws {
+        let consul = try ConsulTestServer()
+        let s1 = try NameStampServer(name: "s1")
+        addTeardownBlock { s1.stop() }
+        try consul.register(id: "web-1", port: Int(s1.port), address: "127.0.0.1")
+        let (proxy, _) = try startProxy(discovery: .consul(url: consul.url, service: "web", tag: nil, datacenter: nil, token: nil))
+        let runner = try DiscoveryRunner(configuration: proxy.configuration, log: { _ in })
+        runner.start(publishingInto: proxy)
+        addTeardownBlock { runner.stop(); withExtendedLifetime(consul) {} }
+        let status = try XCTUnwrap(proxy.discoveryStatus(backend: "main"))
+        XCTAssertTrue(waitUntil(timeout: 5) { status.updates.load(ordering: .relaxed) == 1 })
+        let reading = try XCTUnwrap(status.reading)
+        XCTAssertTrue(reading.source.hasPrefix("consul \(consul.url)"), reading.source)
+        XCTAssertEqual(reading.errors, 0)
+        XCTAssertGreaterThan(reading.lastSuccessMilliseconds, 0)
+
+        let metrics = PrometheusExposition.render(proxy.statsSnapshot(version: "test"))
+        XCTAssertTrue(metrics.contains("balancerd_discovery_updates_total{proxy=\"main\"} 1\n"), metrics)
+        XCTAssertTrue(metrics.contains("balancerd_discovery_errors_total{proxy=\"main\"} 0\n"), metrics)
+        XCTAssertTrue(metrics.contains("# TYPE balancerd_discovery_last_success_seconds gauge\n"), metrics)
+
+        // An etcd source with nothing to talk to reports its failures.
+        let (silentProxy, _) = try startProxy(discovery: .etcd(url: "http://127.0.0.1:\(try freePort())", prefix: "/services/web/"))
+        let silent = try DiscoveryRunner(configuration: silentProxy.configuration, log: { _ in })
+        silent.start(publishingInto: silentProxy)
+        addTeardownBlock { silent.stop() }
+        let failing = try XCTUnwrap(silentProxy.discoveryStatus(backend: "main"))
+        XCTAssertTrue(waitUntil(timeout: 5) { failing.errors.load(ordering: .relaxed) >= 2 })
+        XCTAssertEqual(failing.updates.load(ordering: .relaxed), 0)
+        XCTAssertEqual(failing.lastSuccessMilliseconds.load(ordering: .relaxed), 0)
+        XCTAssertNotNil(failing.reading?.lastError)
+    }
+
     func testWaitForFirstAnswersNamesTheBackendsStillWaiting() throws {
         // Nothing listens on this port: the source backs off and never publishes.
         let silent = "http://127.0.0.1:\(try freePort())"

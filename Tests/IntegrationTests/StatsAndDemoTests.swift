@@ -54,12 +54,13 @@ final class StatsAndDemoTests: XCTestCase {
 
         let page = try exchange(port: port, "GET / HTTP/1.1\r\nHost: stats\r\n\r\n")
         XCTAssertEqual(page.status, 200, "\(page)\n\(tail(balancer))")
-        XCTAssertEqual(page.header("Content-Type"), "text/plain; charset=utf-8")
+        XCTAssertEqual(page.header("Content-Type"), "text/html; charset=utf-8")
         XCTAssertEqual(page.header("Cache-Control"), "no-cache")
-        XCTAssertTrue(page.bodyText.hasPrefix("balancerd "), page.bodyText)
-        XCTAssertTrue(page.bodyText.contains("frontend main (tcp)"), page.bodyText)
+        XCTAssertTrue(page.bodyText.hasPrefix("<!DOCTYPE html>"), page.bodyText)
+        XCTAssertTrue(page.bodyText.contains("<meta http-equiv=\"refresh\" content=\"5\">"), page.bodyText)
         for server in servers {
-            XCTAssertTrue(page.bodyText.contains("server \(server.name) \(server.address) weight 1"), page.bodyText)
+            XCTAssertTrue(page.bodyText.contains("data-server=\"\(server.name)\""), page.bodyText)
+            XCTAssertTrue(page.bodyText.contains(server.address), page.bodyText)
         }
 
         for target in ["/haproxy.cfg", "/haproxy.cfg?fresh=1"] {
@@ -76,7 +77,7 @@ final class StatsAndDemoTests: XCTestCase {
         XCTAssertEqual(old.status, 200)
         let withBody = try exchange(port: port, "GET / HTTP/1.1\r\nHost: s\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n")
         XCTAssertEqual(withBody.status, 200)
-        XCTAssertTrue(withBody.bodyText.contains("frontend main"))
+        XCTAssertTrue(withBody.bodyText.contains("<caption><span class=\"px\">main</span>"), withBody.bodyText)
 
         let head = try exchange(port: port, "HEAD /haproxy.cfg HTTP/1.1\r\nHost: stats\r\n\r\n", method: "HEAD")
         XCTAssertEqual(head.status, 200)
@@ -85,11 +86,15 @@ final class StatsAndDemoTests: XCTestCase {
 
         let missing = try exchange(port: port, "GET /nope HTTP/1.1\r\nHost: stats\r\n\r\n")
         XCTAssertEqual(missing.status, 404)
-        XCTAssertEqual(missing.bodyText, "not found: try / or /haproxy.cfg\n")
+        XCTAssertEqual(missing.bodyText, "not found: try /, /;csv, /metrics, /healthz or /haproxy.cfg\n")
 
-        let post = try exchange(port: port, "POST / HTTP/1.1\r\nHost: stats\r\nContent-Length: 4\r\n\r\nabcd")
-        XCTAssertEqual(post.status, 405)
-        XCTAssertEqual(post.header("Allow"), "GET, HEAD")
+        // Without `stats admin` a posted action is refused, the way haproxy refuses it.
+        let post = try exchange(port: port, "POST / HTTP/1.1\r\nHost: stats\r\nContent-Length: 24\r\n\r\ns=s1&action=maint&b=main")
+        XCTAssertEqual(post.status, 303)
+        XCTAssertEqual(post.header("Location"), "/;st=DENY")
+        let put = try exchange(port: port, "PUT / HTTP/1.1\r\nHost: stats\r\nContent-Length: 4\r\n\r\nabcd")
+        XCTAssertEqual(put.status, 405)
+        XCTAssertEqual(put.header("Allow"), "GET, HEAD")
     }
 
     func testDemoBackendsAnswerThroughTheProxyInRotation() throws {

@@ -1,10 +1,7 @@
-// balancerd's stats page (`--stats HOST:PORT`, Sources/Balancer/Metrics/StatsServer.swift)
-// fetched and read the way a person or a script reads it: the `current` and `total`
-// counters of each frontend, backend and server.
-//
-//   frontend main (http)  current 1  total 5
-//   backend main  generation 1  current 0  total 5
-//     server s1 127.0.0.1:1234 weight 1  UP  current 0  total 3  failed-connects 0
+// balancerd's stats (`--stats HOST:PORT`, Sources/Balancer/Metrics/StatsServer.swift) read
+// the way a script reads them: the `/;csv` export (haproxy's `show stat` columns), from
+// which the `current` (scur) and `total` (stot) counters of each frontend, backend and
+// server are taken by column name.
 
 import Foundation
 
@@ -23,38 +20,42 @@ public struct StatsPage: Sendable, CustomStringConvertible {
 
     public var description: String { text }
 
-    /// Parses the page text. Throws if no backend line is found (not a stats page).
+    /// Parses the CSV. Throws if it has no haproxy header or no BACKEND row.
     public init(text: String) throws {
         self.text = text
         var frontends: [String: Counters] = [:]
         var backends: [String: Counters] = [:]
         var servers: [String: [String: Counters]] = [:]
-        var backend: String?
-        let counters = #/  current (\d+)  total (\d+)/#
-        for line in text.split(separator: "\n") {
-            guard let match = line.firstMatch(of: counters), let current = Int(match.output.1), let total = Int(match.output.2) else { continue }
+        let lines = text.split(separator: "\n")
+        guard let header = lines.first, header.hasPrefix("# pxname,svname,") else {
+            throw TestSupportError("not haproxy's stats CSV:\n\(text)")
+        }
+        let columns = header.dropFirst(2).split(separator: ",", omittingEmptySubsequences: false)
+        guard let scur = columns.firstIndex(of: "scur"), let stot = columns.firstIndex(of: "stot") else {
+            throw TestSupportError("no scur/stot columns in:\n\(header)")
+        }
+        for line in lines.dropFirst() {
+            let cells = line.split(separator: ",", omittingEmptySubsequences: false)
+            guard cells.count > max(scur, stot), let current = Int(cells[scur]), let total = Int(cells[stot]) else { continue }
             let value = Counters(current: current, total: total)
-            let words = line.split(separator: " ")
-            if line.hasPrefix("frontend "), words.count > 1 {
-                frontends[String(words[1])] = value
-            } else if line.hasPrefix("backend "), words.count > 1 {
-                backend = String(words[1])
-                backends[String(words[1])] = value
-            } else if line.hasPrefix("  server "), let backend, words.count > 1 {
-                servers[backend, default: [:]][String(words[1])] = value
+            let proxy = String(cells[0])
+            switch cells[1] {
+            case "FRONTEND": frontends[proxy] = value
+            case "BACKEND": backends[proxy] = value
+            default: servers[proxy, default: [:]][String(cells[1])] = value
             }
         }
-        guard !backends.isEmpty else { throw TestSupportError("not a balancerd stats page:\n\(text)") }
+        guard !backends.isEmpty else { throw TestSupportError("no BACKEND row in the stats CSV:\n\(text)") }
         self.frontends = frontends
         self.backends = backends
         self.servers = servers
     }
 
-    /// GET / from the stats listener at 127.0.0.1:`port`.
+    /// GET /;csv from the stats listener at 127.0.0.1:`port`.
     public static func fetch(port: UInt16, timeout: Double = 5) throws -> StatsPage {
         let client = try TCPClient(port: port, connectTimeout: timeout)
         defer { client.close() }
-        try client.send("GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        try client.send("GET /;csv HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
         let response = try client.readAll(timeout: timeout)
         guard let headEnd = response.firstRange(of: Array("\r\n\r\n".utf8)) else {
             throw TestSupportError("stats listener: no complete HTTP head in \(response.count) bytes")

@@ -14,9 +14,22 @@ public final class ControlHTTPServer: Sendable {
         public var method: HTTPMethod
         /// The request target as sent: "/path?query".
         public var target: String
+        /// The client's address: the stats listener lets loopback clients act without
+        /// credentials, as haproxy's `stats admin if LOCALHOST` does.
+        public var peer: SocketAddress
+        /// The header fields as sent, in order.
+        public var fields: [(name: String, value: String)]
+        /// The body, up to `maximumKeptBody` bytes (a form post; nothing here takes uploads).
+        public var body: [UInt8]
+
         /// The target up to any "?".
         public var path: String {
             target.firstIndex(of: "?").map { String(target[..<$0]) } ?? target
+        }
+
+        /// The first field named `name` (case-insensitive).
+        public func field(_ name: String) -> String? {
+            fields.first { $0.name.lowercased() == name.lowercased() }?.value
         }
     }
 
@@ -56,6 +69,8 @@ public final class ControlHTTPServer: Sendable {
     /// request is answered, or the connection closed, all the same: nothing here takes
     /// uploads.
     private static let maximumDroppedBody = 1 << 20
+    /// How much of a body is kept for the handler.
+    public static let maximumKeptBody = 64 << 10
 
     /// Listens on `address` (port 0 picks one: see `address`); `start` begins answering.
     public init(listeningOn address: SocketAddress, threadName: String, timeout: Duration = .seconds(2)) throws(SystemError) {
@@ -100,9 +115,9 @@ public final class ControlHTTPServer: Sendable {
         while !stopping.load(ordering: .acquiring) {
             var requests = [Posix.PollRequest(fd: listener, events: .readable), Posix.PollRequest(fd: wake, events: .readable)]
             guard (try? Posix.poll(&requests, timeoutMilliseconds: 1000)) ?? 0 > 0 else { continue }
-            while !stopping.load(ordering: .acquiring), case .processed(let (client, _))? = try? Posix.accept(listener) {
+            while !stopping.load(ordering: .acquiring), case .processed(let (client, peer))? = try? Posix.accept(listener) {
                 reader.reset()
-                serve(client, reader: reader, handler: handler)
+                serve(client, peer: peer, reader: reader, handler: handler)
                 closeAfterPeer(client)
             }
         }
@@ -113,7 +128,7 @@ public final class ControlHTTPServer: Sendable {
         case failed
     }
 
-    private func serve(_ fd: CInt, reader: HTTPMessageReader, handler: (Request) -> Response) {
+    private func serve(_ fd: CInt, peer: SocketAddress, reader: HTTPMessageReader, handler: (Request) -> Response) {
         let deadline = Posix.monotonicNanoseconds() + timeout.nanoseconds
         var received = 0
         let fill = { (space: UnsafeMutableRawBufferPointer) throws(ReadFailure) -> Int in
@@ -134,11 +149,14 @@ public final class ControlHTTPServer: Sendable {
             case .invalid(let error): return send(error.requestErrorResponse.bytes, to: fd)
             case .closed: return
             }
-            let request = Request(method: head.method, target: reader.text(head.target))
+            var request = Request(method: head.method, target: reader.text(head.target), peer: peer,
+                                  fields: head.fields.map { (reader.text($0.name), reader.text($0.value)) }, body: [])
             // A client waiting for 100 Continue has sent no body: answer without one.
             if !head.expectContinue {
                 var dropped = 0
                 let outcome = try reader.readBody(head.framing, fill: fill) { (piece) throws(ReadFailure) -> Bool in
+                    let kept = min(piece.count, Self.maximumKeptBody - request.body.count)
+                    if kept > 0 { request.body += piece.prefix(kept) }
                     dropped += piece.count
                     return dropped <= Self.maximumDroppedBody
                 }

@@ -294,9 +294,7 @@ public final class RuntimeAPI: Sendable {
         switch Self.parseWeight(text, initial: server.weight) {
         case .failure(let message): return message.description
         case .success(let weight):
-            server.health.operatorWeight.store(weight, ordering: .relaxed)
-            proxy.reweigh(backend: backend)
-            ControlLog.line("balancerd: runtime API: server \(backend)/\(server.name) weight \(weight)")
+            proxy.setOperatorWeight(weight, of: server, backend: backend)
             return ""
         }
     }
@@ -329,12 +327,7 @@ public final class RuntimeAPI: Sendable {
     }
 
     private func setState(_ state: AdminState, of server: Server, backend: String) {
-        let previous = server.health.adminState
-        server.health.adminRaw.store(state.rawValue, ordering: .relaxed)
-        guard previous != state else { return }
-        proxy.reweigh(backend: backend)
-        let words = switch state { case .ready: "ready"; case .drain: "drain"; case .maint: "maint" }
-        ControlLog.line("balancerd: runtime API: server \(backend)/\(server.name) state \(words)")
+        proxy.setAdminState(state, of: server, backend: backend)
     }
 }
 

@@ -105,7 +105,9 @@ public struct ServerStats: Sendable {
         guard let check else { return admin == .drain ? "DRAIN" : "no check" }
         if checkedUp {
             if admin == .drain { return "DRAIN" }
-            if checkHealth < check.rise + check.fall - 1 {
+            // While UP, health runs from rise to rise+fall-1; below the top, failures are
+            // being counted. (Below rise it has not been set by a first check yet.)
+            if checkHealth >= check.rise && checkHealth < check.rise + check.fall - 1 {
                 return "UP \(checkHealth - check.rise + 1)/\(check.fall)"
             }
             return "UP"
@@ -127,6 +129,8 @@ public struct BackendStats: Sendable {
     public var counters: StatsCounters
     /// Where the servers come from: nil for the configuration's `server` lines.
     public var discovery: DiscoveryConfig?
+    /// What its discovery source has done lately: nil when no source feeds it.
+    public var discoveryStatus: DiscoveryReading?
 
     /// act and bck: servers taking traffic, primaries and backups.
     public var activeServers: Int { servers.filter { !$0.isBackup && $0.isActive }.count }
@@ -201,7 +205,7 @@ extension Proxy {
                 counters: StatsCounters(counters.stats, current: counters.current.load(ordering: .relaxed),
                                         maxCurrent: counters.maxCurrent.load(ordering: .relaxed),
                                         total: counters.total.load(ordering: .relaxed)),
-                discovery: configs[index].discovery))
+                discovery: configs[index].discovery, discoveryStatus: counters.discovery.reading))
         }
         return StatsSnapshot(
             version: version, pid: Int(Posix.processID()), threads: workerCount, maxConnections: shared.maxConnections,

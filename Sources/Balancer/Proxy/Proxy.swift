@@ -307,6 +307,19 @@ public final class Proxy: @unchecked Sendable {
 
     public var activeConnections: Int { shared.active.load(ordering: .relaxed) }
 
+    /// Liveness: true when every event loop runs a task within `timeout` (a loop stuck in
+    /// a handler, or stopped, does not). Control threads only: it waits.
+    public func loopsAnswer(within timeout: Duration) -> Bool {
+        let answered = Atomic<Int>(0)
+        for worker in workers { worker.loop.execute { answered.add(1, ordering: .releasing) } }
+        let deadline = Posix.monotonicNanoseconds() + timeout.nanoseconds
+        while answered.load(ordering: .acquiring) < workers.count {
+            if Posix.monotonicNanoseconds() >= deadline { return false }
+            Posix.sleep(milliseconds: 1)
+        }
+        return true
+    }
+
     /// Graceful stop: close the listeners, wait up to `grace` for open connections to
     /// finish, then cut the rest and stop the loops. Blocks the calling thread.
     public func shutdown(grace: Duration) {

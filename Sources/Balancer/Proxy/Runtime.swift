@@ -93,6 +93,8 @@ public final class BackendCounters: Sendable {
     /// The most connections it had at once (haproxy `smax`).
     public let maxCurrent = Atomic<Int>(0)
     public let stats: StatCounters
+    /// What its discovery source (if any) has done lately.
+    public let discovery = DiscoveryStatus()
 
     init(name: String, loops: Int) {
         self.stats = StatCounters(loops: loops)
