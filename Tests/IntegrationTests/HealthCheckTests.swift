@@ -73,6 +73,43 @@ final class HealthCheckTests: XCTestCase {
         XCTAssertTrue(lines(balancer, containing: "Server main/s1 is").isEmpty, tail(balancer))
     }
 
+    /// The seed's consul-template line, from a config file, as haproxy reads it:
+    /// `option httpchk HEAD / HTTP/1.1\r\nHost:localhost` sends that request, and with
+    /// `http-check expect status 200` a 302 is a failure (haproxy's default would pass it).
+    func testSeedHTTPCheckLineFromAConfigFile() throws {
+        let servers = try startStatusServers(["s1", "s2"])
+        let directory = try TempDirectory()
+        addTeardownBlock { directory.remove() }
+        let config = try directory.write("""
+            defaults
+                mode http
+                timeout connect 1s
+                timeout client 5s
+                timeout server 5s
+
+            listen main
+                bind 127.0.0.1:0
+                option httpchk HEAD / HTTP/1.1\\r\\nHost:localhost
+                http-check expect status 200
+                default-server check inter 200ms rise 2 fall 2
+                server s1 \(servers[0].address)
+                server s2 \(servers[1].address)
+
+            """, to: "seed.cfg")
+        let (balancer, port) = try startBalancer(["--config", config])
+        XCTAssertTrue(waitForChecks(servers[1], count: 2), "s2 is not being checked\n\(tail(balancer))")
+        let check = try XCTUnwrap(servers[1].heads.first { $0.hasPrefix("HEAD / ") })
+        XCTAssertEqual(check.lowercased(), "head / http/1.1\r\nhost: localhost\r\nconnection: close", check)
+        assertRotation(try servedNames(port: port, count: 6, balancer: balancer), of: ["s1", "s2"])
+
+        servers[1].answer(302)
+        let down = try XCTUnwrap(balancer.waitForLine(containing: "Server main/s2 is DOWN", timeout: 2 * inter + slack),
+                                 "s2 not DOWN on a 302 with expect status 200\n\(tail(balancer))")
+        XCTAssertTrue(down.hasPrefix("Server main/s2 is DOWN, reason: Layer7 wrong status, code: 302"), down)
+        let names = try servedNames(port: port, count: 8, balancer: balancer)
+        XCTAssertEqual(Set(names), ["s1"], "a DOWN server got traffic: \(names)")
+    }
+
     /// A TCP check (`--check-interval` alone) against a port nobody listens on: DOWN with
     /// haproxy's "Layer4 connection problem", and only the live server is used.
     func testTCPCheckAgainstAClosedPort() throws {

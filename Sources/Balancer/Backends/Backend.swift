@@ -141,6 +141,42 @@ public enum CheckStatus: UInt8, Sendable, CaseIterable {
         case .l7status: "L7STS"
         }
     }
+
+    /// haproxy's description of it (get_check_status_description(), check_statuses[]):
+    /// the text after "reason: " in the log and the `check_desc` column.
+    public var description: String {
+        switch self {
+        case .unknown: "Unknown"
+        case .initializing: "Initializing"
+        case .socketError: "Socket error"
+        case .l4ok: "Layer4 check passed"
+        case .l4timeout: "Layer4 timeout"
+        case .l4connection: "Layer4 connection problem"
+        case .l7ok: "Layer7 check passed"
+        case .l7timeout: "Layer7 timeout"
+        case .l7response: "Layer7 invalid response"
+        case .l7status: "Layer7 wrong status"
+        }
+    }
+
+    /// Statuses at or after haproxy's HCHK_STATUS_L57DATA carry an HTTP code in the log.
+    var hasCode: Bool { self == .l7ok || self == .l7status }
+
+    /// haproxy's numeric `srv_check_status` in `show servers state` (enum healthcheck_status).
+    var haproxyCode: Int {
+        switch self {
+        case .unknown: 0
+        case .initializing: 1
+        case .socketError: 5
+        case .l4ok: 6
+        case .l4timeout: 7
+        case .l4connection: 8
+        case .l7timeout: 12
+        case .l7response: 13
+        case .l7ok: 15
+        case .l7status: 17
+        }
+    }
 }
 
 /// haproxy's administrative server states (`set server B/S state ...`).

@@ -38,26 +38,6 @@ public struct CheckResult: Sendable, Equatable {
     public var passed: Bool { status == .l4ok || status == .l7ok }
 }
 
-extension CheckStatus {
-    /// haproxy's `get_check_status_description()`, the text after "reason: ".
-    public var description: String {
-        switch self {
-        case .unknown: "Unknown"
-        case .initializing: "Initializing"
-        case .socketError: "Socket error"
-        case .l4ok: "Layer4 check passed"
-        case .l4timeout: "Layer4 timeout"
-        case .l4connection: "Layer4 connection problem"
-        case .l7ok: "Layer7 check passed"
-        case .l7timeout: "Layer7 timeout"
-        case .l7response: "Layer7 invalid response"
-        case .l7status: "Layer7 wrong status"
-        }
-    }
-
-    /// Statuses at or after haproxy's HCHK_STATUS_L57DATA carry an HTTP code in the log.
-    var hasCode: Bool { self == .l7ok || self == .l7status }
-}
 
 extension HTTPCheckExpect {
     /// Whether `status` passes. nil expect (haproxy's default): any 2xx or 3xx.

@@ -196,7 +196,7 @@ public enum StatCSV {
                 row["check_status"] = server.checkStatus.text
                 if server.checkCode > 0 { row.set("check_code", to: server.checkCode) }
                 if server.checkDurationMilliseconds >= 0 { row.set("check_duration", to: server.checkDurationMilliseconds) }
-                row["check_desc"] = server.checkStatus.haproxyDescription
+                row["check_desc"] = server.checkStatus.description
             }
             row.set("check_rise", to: check.rise)
             row.set("check_fall", to: check.fall)
@@ -241,39 +241,6 @@ public enum StatCSV {
     }
 }
 
-extension CheckStatus {
-    /// haproxy's `check_desc` for each status (src/check.c, check_statuses[]).
-    var haproxyDescription: String {
-        switch self {
-        case .unknown: "Unknown"
-        case .initializing: "Initializing"
-        case .socketError: "Socket error"
-        case .l4ok: "Layer4 check passed"
-        case .l4timeout: "Layer4 timeout"
-        case .l4connection: "Layer4 connection problem"
-        case .l7ok: "Layer7 check passed"
-        case .l7timeout: "Layer7 timeout"
-        case .l7response: "Layer7 invalid response"
-        case .l7status: "Layer7 wrong status"
-        }
-    }
-
-    /// haproxy's numeric `srv_check_status` in `show servers state` (enum healthcheck_status).
-    var haproxyCode: Int {
-        switch self {
-        case .unknown: 0
-        case .initializing: 1
-        case .socketError: 5
-        case .l4ok: 6
-        case .l4timeout: 7
-        case .l4connection: 8
-        case .l7timeout: 12
-        case .l7response: 13
-        case .l7ok: 15
-        case .l7status: 17
-        }
-    }
-}
 
 public enum ShowInfo {
     /// `show info`: the `Name: value` lines of haproxy's, for the values balancerd has.

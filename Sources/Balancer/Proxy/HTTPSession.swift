@@ -376,7 +376,9 @@ final class HTTPSession: EventHandler, ProxySession {
             }
             return progress
         case .lingering:
-            if clientEOF { perform(machine.clientEOF(headPending: false, now: loop.now), loop: loop) }
+            // The client's FIN may arrive (and be read) before the error response is
+            // written: the close waits until that response has left (finishIfDone).
+            if clientEOF && clientOut.isEmpty { perform(machine.clientEOF(headPending: false, now: loop.now), loop: loop) }
             return false
         case .closed:
             return false
@@ -934,6 +936,8 @@ final class HTTPSession: EventHandler, ProxySession {
             if clientOut.isEmpty && !clientShutdown {
                 Posix.shutdown(clientFD, .write)
                 clientShutdown = true
+                // The client had already closed its side: nothing is left to drain.
+                if clientEOF { perform(machine.clientEOF(headPending: false, now: loop.now), loop: loop) }
             }
             return false
         case .exchanging:
