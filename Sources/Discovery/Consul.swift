@@ -1,15 +1,6 @@
 // Consul as a backend source: a loop of blocking queries on
-// `/v1/health/service/NAME?passing`, each answer turned into a whole BackendSet.
-//
-// The loop follows consul-template's `watch/view.go` and Consul's blocking-query notes:
-//  - the same X-Consul-Index means the wait timed out (or an idempotent write woke us):
-//    ask again, and the unchanged set publishes nothing;
-//  - an index that went backwards (snapshot restore, new cluster) resets to 0, and an
-//    index of 0 is sent as 1, so a broken answer can never turn the loop into a stream of
-//    non-blocking queries (see `ConsulIndex`);
-//  - successive calls are at least `minimumInterval` apart, with jitter;
-//  - errors back off exponentially with jitter, reset by the first success, and never
-//    publish anything: the last good table stays in force.
+// `/v1/health/service/NAME?passing` (see ConsulWatch for the rules it follows), each
+// answer turned into a whole BackendSet.
 //
 // Threading: `run` blocks the thread it is called on (the daemon gives each source one).
 // `stop` may be called from any thread; it triggers the StopSignal that every wait of
@@ -48,6 +39,12 @@ public final class ConsulSource: BackendSource {
         public var datacenter: String?
         /// ACL token, sent as `X-Consul-Token` (never logged).
         public var token: String?
+        /// `?stale`: any Consul server may answer, so many balancerd spread their reads.
+        public var stale = false
+        /// With `stale`: an answer from a server that has not heard from the leader for
+        /// longer than this is asked again of the leader (consul-template's max_stale).
+        /// nil: any stale answer is used.
+        public var maxStale: Duration? = .seconds(2)
         /// How long each blocking query may wait on the server (Consul caps it at 10 min).
         public var wait: Duration = .seconds(300)
         /// Least time between the starts of two queries; a random part of up to the same
@@ -99,57 +96,37 @@ public final class ConsulSource: BackendSource {
     }
 
     public func run(update: @escaping @Sendable (BackendSet) -> Void, report: @escaping @Sendable (SourceEvent) -> Void) {
-        let client = HTTPClient(url: url, connectTimeout: options.connectTimeout, stopSignal: stopSignal)
-        defer { client.close() }
-        var index: UInt64 = 0
         var last: BackendSet?
         var lastSkipped: [String] = []
-        var backoff = Backoff(base: options.backoffBase, cap: options.backoffCap)
-        var generator = SystemRandomNumberGenerator()
-        var lastCallStart: Int64?
-        var failures = FailureReport()
-
-        while !stopSignal.isTriggered {
-            if let lastCallStart {
-                let elapsed = Duration.nanoseconds(Posix.monotonicNanoseconds() - lastCallStart)
-                let jitter = Duration.nanoseconds(Int64.random(in: 0...max(options.minimumInterval.nanoseconds, 0), using: &generator))
-                let pause = Self.pause(sinceLastCall: elapsed, minimumInterval: options.minimumInterval, jitter: jitter)
-                if pause > .zero && !stopSignal.sleep(for: pause) { break }
-            }
-            lastCallStart = Posix.monotonicNanoseconds()
-
-            let answer: Answer
-            do throws(ConsulError) {
-                answer = try query(client, index: index)
-            } catch {
-                if stopSignal.isTriggered { break }
-                report(.failed(error.description))
-                let delay = backoff.nextDelay(using: &generator)
-                if let line = failures.failed(error.description, now: Posix.monotonicNanoseconds()) {
-                    options.log("balancerd: consul: GET \(url)\(healthPath) failed: \(line); keeping the last good table (next try in \(delay.shortDescription))")
-                }
-                if !stopSignal.sleep(for: delay) { break }
-                continue
-            }
-
-            backoff.succeeded()
-            report(.answered)
-            if let count = failures.succeeded() {
-                options.log("balancerd: consul: \(description) answering again after \(count) failed \(count == 1 ? "query" : "queries")")
-            }
-            index = ConsulIndex.next(previous: index, received: answer.index)
-            if answer.skipped != lastSkipped {
-                lastSkipped = answer.skipped
-                if !answer.skipped.isEmpty {
-                    options.log("balancerd: consul: \(description): ignoring instances without a usable address or port: \(answer.skipped.joined(separator: ", "))")
+        watch.run(report: report) { body throws(ConsulError) in
+            let (set, skipped) = Self.backendSet(from: try Self.decode([HealthEntry].self, body))
+            if skipped != lastSkipped {
+                lastSkipped = skipped
+                if !skipped.isEmpty {
+                    options.log("balancerd: consul: \(description): ignoring instances without a usable address or port: \(skipped.joined(separator: ", "))")
                 }
             }
             // An answer can be the same data: a wait that timed out, an idempotent write,
             // a change to a check output or to an instance the filter drops.
-            if answer.set != last {
-                last = answer.set
-                update(answer.set)
+            if set != last {
+                last = set
+                update(set)
             }
+        }
+    }
+
+    var watch: ConsulWatch {
+        var trailing: [String] = []
+        if let tag = options.tag { trailing.append("tag=\(Self.percentEncoded(tag))") }
+        return ConsulWatch(url: url, path: healthPath, leading: ["passing"], trailing: trailing,
+                           settings: options.readSettings, stopSignal: stopSignal, description: description)
+    }
+
+    static func decode<T: Decodable>(_ type: T.Type, _ body: [UInt8]) throws(ConsulError) -> T {
+        do {
+            return try JSONDecoder().decode(type, from: Data(body))
+        } catch {
+            throw .badJSON("\(error)")
         }
     }
 
@@ -160,48 +137,10 @@ public final class ConsulSource: BackendSource {
 
     // MARK: one query
 
-    struct Answer {
-        var index: UInt64
-        var set: BackendSet
-        /// Service IDs left out for want of an address or a port.
-        var skipped: [String]
-    }
-
     var healthPath: String { "/v1/health/service/\(Self.percentEncoded(options.service))" }
 
     func target(index: UInt64) -> String {
-        var target = healthPath + "?passing"
-        if index > 0 {
-            target += "&index=\(index)&wait=\(options.wait.shortDescription)"
-        }
-        if let tag = options.tag { target += "&tag=\(Self.percentEncoded(tag))" }
-        if let dc = options.datacenter { target += "&dc=\(Self.percentEncoded(dc))" }
-        return target
-    }
-
-    private func query(_ client: HTTPClient, index: UInt64) throws(ConsulError) -> Answer {
-        var headers: [(name: String, value: String)] = []
-        if let token = options.token { headers.append(("X-Consul-Token", token)) }
-        let timeout = index > 0 ? options.wait + options.wait / 16 + options.timeoutMargin : options.timeoutMargin
-        let response: HTTPResponse
-        do {
-            response = try client.get(target(index: index), headers: headers, timeout: timeout)
-        } catch {
-            throw .http(error)
-        }
-        guard response.status == 200 else {
-            throw .status(response.status, HTTPClient.preview(response.body))
-        }
-        guard let text = response.header("X-Consul-Index") else { throw .missingIndex }
-        guard let received = UInt64(text) else { throw .badIndex(text) }
-        let entries: [HealthEntry]
-        do {
-            entries = try JSONDecoder().decode([HealthEntry].self, from: Data(response.body))
-        } catch {
-            throw .badJSON("\(error)")
-        }
-        let (set, skipped) = Self.backendSet(from: entries)
-        return Answer(index: received, set: set, skipped: skipped)
+        watch.target(index: index, stale: options.stale)
     }
 
     // MARK: building the set
@@ -276,6 +215,14 @@ public final class ConsulSource: BackendSource {
     }
 }
 
+extension ConsulSource.Options {
+    var readSettings: ConsulReadSettings {
+        ConsulReadSettings(datacenter: datacenter, token: token, stale: stale, maxStale: maxStale, wait: wait,
+                           minimumInterval: minimumInterval, timeoutMargin: timeoutMargin, connectTimeout: connectTimeout,
+                           backoffBase: backoffBase, backoffCap: backoffCap, log: log)
+    }
+}
+
 // MARK: errors and reporting
 
 public enum ConsulError: Error, Sendable, CustomStringConvertible {
@@ -291,7 +238,7 @@ public enum ConsulError: Error, Sendable, CustomStringConvertible {
         case .status(let status, let body): "HTTP \(status)\(body.isEmpty ? "" : ": \(body)")"
         case .missingIndex: "the answer has no X-Consul-Index header"
         case .badIndex(let text): "X-Consul-Index '\(text)' is not a number"
-        case .badJSON(let what): "the answer is not a health service list: \(what)"
+        case .badJSON(let what): "the answer is not the JSON expected: \(what)"
         }
     }
 }
@@ -327,8 +274,8 @@ struct FailureReport {
 
 /// One entry of `/v1/health/service/NAME`: only the fields a backend needs. Everything
 /// is optional so a field Consul leaves out (older versions have no Weights) is no error.
-struct HealthEntry: Decodable {
-    struct Node: Decodable {
+struct HealthEntry: Decodable, Equatable {
+    struct Node: Decodable, Equatable {
         var node: String?
         var address: String?
         enum CodingKeys: String, CodingKey {
@@ -336,21 +283,22 @@ struct HealthEntry: Decodable {
         }
     }
 
-    struct Weights: Decodable {
+    struct Weights: Decodable, Equatable {
         var passing: Int?
         enum CodingKeys: String, CodingKey {
             case passing = "Passing"
         }
     }
 
-    struct Service: Decodable {
+    struct Service: Decodable, Equatable {
         var id: String?
         var service: String?
         var address: String?
         var port: Int?
         var weights: Weights?
+        var tags: [String]?
         enum CodingKeys: String, CodingKey {
-            case id = "ID", service = "Service", address = "Address", port = "Port", weights = "Weights"
+            case id = "ID", service = "Service", address = "Address", port = "Port", weights = "Weights", tags = "Tags"
         }
     }
 

@@ -169,6 +169,9 @@ public struct Frontend: Sendable, Equatable {
     /// happen before a backend is chosen (400, 408), and for any status the backend has
     /// no file for.
     public var errorFiles: [ErrorFile]
+    /// balancerd extension, `discovery consul URL routes` (or --routes-from-tags): routes
+    /// by host and path from the tags of every Consul service (see RouteDiscoveryConfig).
+    public var routes: RouteDiscoveryConfig? = nil
 
     public init(name: String, binds: [HostPort], mode: ProxyMode, defaultBackend: String,
                 timeouts: Timeouts = Timeouts(), forwardFor: Bool = false, errorFiles: [ErrorFile] = []) {
@@ -367,6 +370,28 @@ public enum DiscoveryConfig: Sendable, Equatable {
     case consul(url: String, service: String, tag: String?, datacenter: String?, token: String?)
     /// etcd v3 (JSON gateway): every key under `prefix` holds `host:port` (registrator's layout).
     case etcd(url: String, prefix: String)
+}
+
+/// Where a frontend's discovered routes come from: every service in Consul's catalog with
+/// a tag starting with `tagPrefix` (fabio's `urlprefix-host/path`), routed to its passing
+/// instances.
+public struct RouteDiscoveryConfig: Sendable, Equatable {
+    /// `http://host:port[/prefix]` of a Consul agent.
+    public var url: String
+    public var tagPrefix: String
+    /// Reads with `?stale`: any Consul server answers, not only the leader.
+    public var stale: Bool
+    /// ACL token; nil: `$CONSUL_HTTP_TOKEN`, as every Consul client does.
+    public var token: String?
+    public var datacenter: String?
+
+    public init(url: String, tagPrefix: String = "urlprefix-", stale: Bool = false, token: String? = nil, datacenter: String? = nil) {
+        self.url = url
+        self.tagPrefix = tagPrefix
+        self.stale = stale
+        self.token = token
+        self.datacenter = datacenter
+    }
 }
 
 /// Error raised for a bad configuration file: always names the file, the line and the
