@@ -20,7 +20,8 @@
 //
 // Threading: `run` blocks its thread (the catalog query) and starts one thread per
 // service; `publish` is called from any of them, one call at a time. `stop` may be called
-// from any thread and returns at once; `run` returns after every thread has ended.
+// from any thread (`publish` too) and returns at once; `run` returns after every thread
+// has ended.
 public import Balancer
 import Foundation
 import Synchronization
@@ -97,10 +98,10 @@ public final class ConsulRoutes: Sendable {
         return text
     }
 
+    /// Safe from inside `publish` (it takes no lock): the catalog query ends within
+    /// milliseconds, and `run` then ends every service query.
     public func stop() {
         stopSignal.trigger()
-        let signals = state.withLock { $0.watches.values.map(\.signal) }
-        for signal in signals { signal.trigger() }
     }
 
     /// Runs until `stop()`, calling `publish` with every new whole set. `report` hears how
@@ -170,8 +171,6 @@ public final class ConsulRoutes: Sendable {
             thread?.join()
         }
         for (service, signal) in added.sorted(by: { $0.key < $1.key }) {
-            // stop() may have run between the lock above and here: it missed this signal.
-            if stopSignal.isTriggered { signal.trigger() }
             let thread = LoopThread(name: "consul-route") { [self] in
                 watchService(service, signal: signal, publish: publish, report: report)
             }

@@ -12,6 +12,7 @@
 // plus `--demo`, which starts built-in demo backends (the daemon does that; here it is
 // only a flag).
 import Balancer
+import Discovery
 
 /// A command line that cannot be run. `message` is one line, meant to be printed after
 /// "balancerd: " and followed by a hint to use --help.
@@ -50,6 +51,13 @@ struct CommandLineOptions: Sendable, Equatable {
     /// `--consul URL --service NAME [--tag TAG] [--dc DC] [--consul-token TOKEN]` or
     /// `--etcd URL --etcd-prefix PREFIX`: the servers follow a discovery source.
     var discovery: DiscoveryConfig?
+    /// `--consul URL --routes-from-tags [--tag-prefix P]`: frontend "main" routes by host
+    /// and path from the tags of every Consul service.
+    var routes: RouteDiscoveryConfig?
+    /// `--consul-stale`: every Consul query reads with `?stale`.
+    var consulStale = false
+    /// `--consul-max-stale D`: stale answers older than this are asked of the leader.
+    var consulMaxStale: Duration = CommandLineOptions.defaultConsulMaxStale
     /// `--stats HOST:PORT`: the stats page and the live /haproxy.cfg.
     var stats: HostPort?
     /// `--check-interval DURATION`: active checks for every server, discovered ones too.
@@ -60,6 +68,7 @@ struct CommandLineOptions: Sendable, Equatable {
     var statsSocket: String?
     /// The raw discovery flags, assembled into `discovery` after the scan.
     private var consulURL: String?, consulService: String?, consulTag: String?, consulDC: String?, consulToken: String?
+    private var routesFromTags = false, tagPrefix: String?, consulMaxStaleGiven = false
     private var etcdURL: String?, etcdPrefix: String?
     /// How long a graceful stop waits for open connections (`--grace`).
     var grace: Duration
@@ -71,6 +80,9 @@ struct CommandLineOptions: Sendable, Equatable {
     static let defaultMode: ProxyMode = .http
     static let defaultListen = HostPort(host: "0.0.0.0", port: 80)
     static let defaultGrace: Duration = .seconds(10)
+    /// consul-template's max_stale idea; 2 s is 40 times what Consul calls the usual lag
+    /// of a follower (50 ms), and far below a blocking wait.
+    static let defaultConsulMaxStale: Duration = .seconds(2)
 
     init(command: Command = .run, configPath: String? = nil, listen: HostPort? = nil, mode: ProxyMode? = nil,
                 servers: [ServerConfig] = [], threads: Int? = nil, grace: Duration = CommandLineOptions.defaultGrace,
@@ -90,6 +102,7 @@ struct CommandLineOptions: Sendable, Equatable {
         usage: balancerd [--config FILE] [--listen HOST:PORT] [--mode http|tcp] [--server HOST:PORT[,weight=N]]...
                          [--threads N] [--grace DURATION] [--quiet]
                          [--consul URL --service NAME [--tag TAG] [--dc DC] [--consul-token TOKEN]]
+                         [--consul URL --routes-from-tags [--tag-prefix PREFIX]] [--consul-stale [--consul-max-stale D]]
                          [--etcd URL --etcd-prefix PREFIX] [--stats HOST:PORT] [--stats-socket PATH]
                          [--check-interval DURATION] [--check-http PATH]
                balancerd check --config FILE
@@ -117,6 +130,13 @@ struct CommandLineOptions: Sendable, Equatable {
           --tag TAG            only instances with this tag
           --dc DC              the Consul datacenter to ask
           --consul-token TOKEN ACL token (default: $CONSUL_HTTP_TOKEN), sent as X-Consul-Token
+          --routes-from-tags   route by host and path from the tags of every Consul service (fabio's
+                               urlprefix-host/path, urlprefix-/path strip=/path, redirect=CODE,URL), each to
+                               its passing instances; unmatched requests go to --server (if any)
+          --tag-prefix PREFIX  the route tag prefix (default urlprefix-)
+          --consul-stale       read with ?stale: any Consul server answers, not only the leader
+          --consul-max-stale D with --consul-stale, ask the leader again when the answering server is more than D
+                               behind it (X-Consul-LastContact; default 2s)
           --etcd URL           follow an etcd v3 prefix (JSON gateway), registrator's layout: PREFIX<ID> = host:port
           --etcd-prefix PREFIX the key prefix to follow
           --demo               start built-in demo backends and balance across them
@@ -259,6 +279,27 @@ struct CommandLineOptions: Sendable, Equatable {
             case "--consul-token":
                 try once()
                 options.consulToken = try value()
+            case "--routes-from-tags":
+                try noValue()
+                options.routesFromTags = true
+            case "--tag-prefix":
+                try once()
+                let prefix = try value()
+                guard !prefix.contains(where: { $0 == " " || $0 == "\t" }) else {
+                    throw UsageError(message: "--tag-prefix: a prefix cannot contain blanks, got '\(prefix)'")
+                }
+                options.tagPrefix = prefix
+            case "--consul-stale":
+                try noValue()
+                options.consulStale = true
+            case "--consul-max-stale":
+                try once()
+                let text = try value()
+                guard let bound = DurationParser.parse(text), bound > .zero else {
+                    throw UsageError(message: "--consul-max-stale: invalid duration '\(text)' (e.g. 500ms, 2s)")
+                }
+                options.consulMaxStale = bound
+                options.consulMaxStaleGiven = true
             case "--etcd":
                 try once()
                 options.etcdURL = try value()
@@ -297,10 +338,29 @@ struct CommandLineOptions: Sendable, Equatable {
         if let url = consulURL {
             guard etcdURL == nil else { throw UsageError(message: "--consul and --etcd cannot be combined") }
             guard url.hasPrefix("http://") else { throw UsageError(message: "--consul: URL must start with http:// (got '\(url)')") }
-            guard let service = consulService else { throw UsageError(message: "--consul needs --service NAME") }
-            discovery = .consul(url: url, service: service, tag: consulTag, datacenter: consulDC, token: consulToken)
+            if let service = consulService {
+                discovery = .consul(url: url, service: service, tag: consulTag, datacenter: consulDC, token: consulToken)
+            } else if !routesFromTags {
+                throw UsageError(message: "--consul needs --service NAME or --routes-from-tags")
+            } else if consulTag != nil {
+                throw UsageError(message: "--tag needs --service NAME (route tags are chosen with --tag-prefix)")
+            }
+            if routesFromTags {
+                routes = RouteDiscoveryConfig(url: url, tagPrefix: tagPrefix ?? "urlprefix-", stale: consulStale,
+                                              token: consulToken, datacenter: consulDC)
+            }
         } else if consulService != nil || consulTag != nil || consulDC != nil || consulToken != nil {
             throw UsageError(message: "--service, --tag, --dc and --consul-token need --consul URL")
+        } else if routesFromTags {
+            throw UsageError(message: "--routes-from-tags needs --consul URL")
+        } else if consulStale && configPath == nil {
+            throw UsageError(message: "--consul-stale needs --consul URL (or --config FILE with discovery consul lines)")
+        }
+        if tagPrefix != nil && !routesFromTags {
+            throw UsageError(message: "--tag-prefix needs --routes-from-tags")
+        }
+        if consulMaxStaleGiven && !consulStale {
+            throw UsageError(message: "--consul-max-stale needs --consul-stale (only stale reads can be behind the leader)")
         }
         if let url = etcdURL {
             guard url.hasPrefix("http://") else { throw UsageError(message: "--etcd: URL must start with http:// (got '\(url)')") }
@@ -311,10 +371,15 @@ struct CommandLineOptions: Sendable, Equatable {
         }
     }
 
+    /// How every Consul query reads (--consul-stale, --consul-max-stale).
+    var consulReadPolicy: ConsulReadPolicy {
+        ConsulReadPolicy(stale: consulStale, maxStale: consulMaxStale)
+    }
+
     /// The rules that involve more than one flag.
     private func validate(flags: [String]) throws(UsageError) {
         if configPath != nil {
-            if listen != nil || !servers.isEmpty || mode != nil || discovery != nil {
+            if listen != nil || !servers.isEmpty || mode != nil || discovery != nil || routes != nil {
                 throw UsageError(message: "--config cannot be combined with --listen/--server/--mode/--consul/--etcd; put them in the file")
             }
             if checkInterval != nil || checkHTTP != nil {
@@ -334,7 +399,10 @@ struct CommandLineOptions: Sendable, Equatable {
             if command == .exportHAProxy && demo {
                 throw UsageError(message: "export-haproxy cannot export --demo (its servers exist only while it runs)")
             }
-            if configPath == nil && servers.isEmpty && !demo && discovery == nil {
+            if routes != nil && mode == .tcp {
+                throw UsageError(message: "--routes-from-tags routes HTTP requests; it cannot be combined with --mode tcp")
+            }
+            if configPath == nil && servers.isEmpty && !demo && discovery == nil && routes == nil {
                 throw UsageError(message: "no servers: give --server HOST:PORT, --consul URL, --etcd URL or --config FILE")
             }
         case .help, .version:
@@ -385,12 +453,14 @@ struct CommandLineOptions: Sendable, Equatable {
             configuration = try HAProxyParser.load(path: configPath)
         } else {
             let mode = mode ?? Self.defaultMode
+            var frontend = Frontend(name: "main", binds: [listen ?? Self.defaultListen], mode: mode, defaultBackend: "main",
+                                    // From flags, HTTP mode adds X-Forwarded-For (haproxy's `option
+                                    // forwardfor`): servers behind a balancer nearly always want the
+                                    // client address. A config file says it explicitly, as in haproxy.
+                                    forwardFor: mode == .http)
+            frontend.routes = routes
             configuration = Configuration(
-                // From flags, HTTP mode adds X-Forwarded-For (haproxy's `option forwardfor`):
-                // servers behind a balancer nearly always want the client address. A config
-                // file says it explicitly, as in haproxy.
-                frontends: [Frontend(name: "main", binds: [listen ?? Self.defaultListen], mode: mode, defaultBackend: "main",
-                                     forwardFor: mode == .http)],
+                frontends: [frontend],
                 backends: [BackendConfig(name: "main", mode: mode, servers: servers, discovery: discovery)])
             if checkInterval != nil || checkHTTP != nil {
                 // haproxy's `check` defaults (inter 2s, rise 2, fall 3), with the interval asked.

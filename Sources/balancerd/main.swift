@@ -42,7 +42,10 @@ case .check:
 case .exportHAProxy:
     do {
         var configuration = try options.configuration()
-        configuration = DiscoveryRunner.snapshot(configuration, timeout: .seconds(5))
+        configuration = DiscoveryRunner.snapshot(configuration, consul: options.consulReadPolicy, timeout: .seconds(5))
+        // Discovered routes (--routes-from-tags, `discovery consul URL routes`) are
+        // exported by the router's writer once it exists; DiscoveryRunner.routeSnapshot
+        // provides them.
         let source = options.configPath.map { "from \($0)" } ?? "from the command line"
         print(HAProxyWriter.write(configuration, header: [
             "haproxy.cfg exported by balancerd \(version) \(source)",
@@ -130,12 +133,20 @@ fflush(nil)   // all output streams: the demo hint must show before the first lo
 
 let discovery: DiscoveryRunner
 do {
-    discovery = try DiscoveryRunner(configuration: configuration)
+    discovery = try DiscoveryRunner(configuration: configuration, consul: options.consulReadPolicy)
 } catch {
     fail("balancerd: discovery: \(error)", code: 1)
 }
 if !discovery.isEmpty {
     discovery.start(publishingInto: proxy)
+    if discovery.hasRoutes {
+        // Proxy is the RoutePublisher of the router (issue 10); until that is merged this
+        // build has nothing to publish routes into.
+        guard let router = (proxy as Any) as? any RoutePublisher else {
+            fail("balancerd: this build cannot route by host and path yet (--routes-from-tags, discovery ... routes)", code: 1)
+        }
+        discovery.startRoutes(publishingInto: router)
+    }
     discovery.waitForFirstAnswers(timeout: .seconds(3))
 }
 

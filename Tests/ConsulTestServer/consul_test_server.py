@@ -21,6 +21,17 @@ Consul API implemented (one agent, node `node1`, datacenter --dc):
       index (the same index on a timeout). The result's index is the highest modify index
       of what makes it up, and per service a "last modified" index that deregistration
       also advances, so an emptied result still gets a newer index. Never 0.
+  GET /v1/catalog/services       ?dc=D ?index=N ?wait=DUR
+      {name: [tags]}: every registered service, healthy or not, with the union of its
+      instances' tags (sorted, each once). Blocking as above; the index is the catalog's
+      services index, which only service registrations (that change something) and
+      deregistrations advance, not check updates.
+  Consistency (both GET endpoints): ?stale lets "any server" answer: a follower, whose
+      state is the leader's unless the test lost its contact (/test/follower); then its
+      answers come from a copy frozen at that moment, and X-Consul-LastContact grows
+      with the time since. Headers: X-Consul-LastContact (ms; 0 from the leader),
+      X-Consul-KnownLeader, X-Consul-Effective-Consistency (leader or stale). ?stale
+      with ?consistent is a 400, as in Consul.
   PUT /v1/agent/service/register  JSON {Name, ID (default Name), Tags, Address, Port,
                                   Meta, Weights (default {Passing:1, Warning:1}),
                                   Check | Checks with TTL, optional CheckID, Name, Status}
@@ -46,16 +57,26 @@ Test controls (not Consul API; never subject to ACLs or outages):
   PUT /test/spurious-wakeup?service=NAME
       Advances the service's index without changing its data (an idempotent write).
   PUT /test/outage?mode=500|close|hang&seconds=S
-      For S seconds, /v1/health/ requests (including queries already blocked) answer 500
+      For S seconds, /v1/health/ and /v1/catalog/ reads (including queries already blocked) answer 500
       "rpc error: No cluster leader", or have their connection closed without an answer,
       or are held unanswered until the outage ends (then closed). Agent endpoints keep
       working, as a Consul agent accepts registrations without a leader. seconds=0 ends it.
+  PUT /test/follower?contact=lost|ok[&ago=MS][&known-leader=true|false]
+      lost: ?stale reads are answered from the catalog as it is now, frozen, with
+      X-Consul-LastContact = ago + the milliseconds since; ok: the follower catches up
+      (blocked stale queries see the current state). Leader reads are never affected.
   GET /test/stats
-      {"HealthQueries": n, "BlockingQueries": n, "Index": current global index,
-       "Outage": mode or null}
+      {"HealthQueries": n, "BlockingQueries": n, "CatalogQueries": n, "Index": current
+       global index, "Outage": mode or null}
+  GET /test/requests
+      Every /v1/ request counted: {"Total": n, "Stale": n, "ByPath": {path: n},
+       "ByClient": {token: n}}; a request without a token counts as "anonymous". Without
+       --token the server checks no ACLs (as Consul with ACLs disabled ignores tokens), so
+       clients that send different tokens can be counted apart.
 """
 
 import argparse
+import copy
 import json
 import random
 import re
@@ -152,6 +173,11 @@ class State:
         self.outage = None              # (mode, until monotonic)
         self.health_queries = 0
         self.blocking_queries = 0
+        self.catalog_queries = 0
+        self.services_index = 1         # the catalog's services table index
+        self.follower = None            # None: in contact; else (frozen copy, lost at, ago ms)
+        self.follower_known_leader = True
+        self.requests = {"Total": 0, "Stale": 0, "ByPath": {}, "ByClient": {}}
         serf = Check("serfHealth", "Serf Health Status", "passing", None, output="Agent alive and reachable")
         serf.create_index = serf.modify_index = 1
         self.checks["serfHealth"] = serf
@@ -240,6 +266,8 @@ class State:
                     c.deadline = time.monotonic() + c.ttl
             return
         idx = self._write()
+        if not same_service:
+            self.services_index = idx
         service["CreateIndex"] = old["CreateIndex"] if old else idx
         service["ModifyIndex"] = idx
         self.services[sid] = service
@@ -267,6 +295,7 @@ class State:
         if svc is None:
             raise ApiError(404, 'Unknown service ID "%s". Ensure that the service ID is passed, not the service name.' % sid)
         idx = self._write()
+        self.services_index = idx
         del self.services[sid]
         for cid in [c.check_id for c in self.checks.values() if c.service_id == sid]:
             del self.checks[cid]
@@ -297,6 +326,7 @@ class State:
         self.node_create_index = min(self.node_create_index, to)
         self.node_modify_index = min(self.node_modify_index, to)
         self.extinction_index = min(self.extinction_index, to)
+        self.services_index = min(self.services_index, to)
         for svc in self.services.values():
             svc["CreateIndex"] = min(svc["CreateIndex"], to)
             svc["ModifyIndex"] = min(svc["ModifyIndex"], to)
@@ -337,6 +367,52 @@ class State:
             # Consul answers a missing service with its "last extinction" index.
             index = max(index, self.extinction_index) if name in self.service_last_modified else self.extinction_index
         return max(index, 1), entries
+
+    def catalog_services(self):
+        """(index, {name: tags}) of /v1/catalog/services."""
+        result = {}
+        for svc in self.services.values():
+            result.setdefault(svc["Service"], set()).update(svc["Tags"])
+        return max(self.services_index, 1), {name: sorted(tags) for name, tags in result.items()}
+
+    # --- the follower that ?stale reads may reach (caller holds cond) ---
+
+    def lose_contact(self, ago_ms, known_leader):
+        frozen = copy.copy(self)
+        frozen.services = copy.deepcopy(self.services)
+        frozen.checks = copy.deepcopy(self.checks)
+        frozen.service_last_modified = dict(self.service_last_modified)
+        frozen.follower = None
+        self.follower = (frozen, time.monotonic(), ago_ms)
+        self.follower_known_leader = known_leader
+        self.cond.notify_all()
+
+    def regain_contact(self):
+        self.follower = None
+        self.follower_known_leader = True
+        self.cond.notify_all()
+
+    def view(self, stale):
+        """The state a read sees and its consistency headers."""
+        if not stale:
+            return self, (("X-Consul-KnownLeader", "true"), ("X-Consul-LastContact", "0"),
+                          ("X-Consul-Effective-Consistency", "leader"))
+        if self.follower is None:
+            return self, (("X-Consul-KnownLeader", "true"), ("X-Consul-LastContact", "0"),
+                          ("X-Consul-Effective-Consistency", "stale"))
+        frozen, lost_at, ago = self.follower
+        contact = int(ago + (time.monotonic() - lost_at) * 1000)
+        return frozen, (("X-Consul-KnownLeader", "true" if self.follower_known_leader else "false"),
+                        ("X-Consul-LastContact", str(contact)), ("X-Consul-Effective-Consistency", "stale"))
+
+    def count_request(self, path, token, stale):
+        r = self.requests
+        r["Total"] += 1
+        if stale:
+            r["Stale"] += 1
+        r["ByPath"][path] = r["ByPath"].get(path, 0) + 1
+        client = token or "anonymous"
+        r["ByClient"][client] = r["ByClient"].get(client, 0) + 1
 
     def outage_mode(self):
         if self.outage and time.monotonic() < self.outage[1]:
@@ -405,6 +481,8 @@ class Handler(BaseHTTPRequestHandler):
             if path.startswith("/test/"):
                 return self._test(method, path, query)
             if path.startswith("/v1/"):
+                with self.state.cond:
+                    self.state.count_request(path, self._token(query), "stale" in query)
                 self._check_acl(query)
                 return self._api(method, path, query)
             raise ApiError(404, "404 page not found")
@@ -420,13 +498,17 @@ class Handler(BaseHTTPRequestHandler):
     def do_POST(self):
         self._dispatch("POST")
 
-    def _check_acl(self, query):
-        if self.token is None:
-            return
+    def _token(self, query):
         given = self.headers.get("X-Consul-Token") or (query.get("token") or [None])[0]
         if given is None:
             auth = self.headers.get("Authorization") or ""
             given = auth[7:] if auth.startswith("Bearer ") else None
+        return given
+
+    def _check_acl(self, query):
+        if self.token is None:
+            return
+        given = self._token(query)
         if given is None or given == "":
             raise ApiError(403, "Permission denied")   # anonymous token has no rights
         if given != self.token:
@@ -440,6 +522,10 @@ class Handler(BaseHTTPRequestHandler):
             if method != "GET":
                 raise ApiError(405, "method %s not allowed" % method)
             return self._health(unquote(path[len("/v1/health/service/"):]), query)
+        if path == "/v1/catalog/services":
+            if method != "GET":
+                raise ApiError(405, "method %s not allowed" % method)
+            return self._catalog_services(query)
         if method not in ("PUT", "POST") and path.startswith("/v1/agent/"):
             raise ApiError(405, "method %s not allowed" % method)
         if path == "/v1/agent/service/register":
@@ -480,16 +566,13 @@ class Handler(BaseHTTPRequestHandler):
                     st.cond.wait(0.05)
             self._drop()
 
-    def _health(self, name, query):
-        st = self.state
-        try:
-            passing = parse_bool(query["passing"][-1]) if "passing" in query else False
-        except ValueError:
-            raise ApiError(400, "Invalid value for ?passing")
-        tags = query.get("tag", [])
+    def _read_options(self, query):
+        """(min_index, wait seconds with Consul's stagger, stale) of a read."""
         dc = (query.get("dc") or [""])[0]
-        if dc and dc != st.dc:
+        if dc and dc != self.state.dc:
             raise ApiError(500, "No path to datacenter")
+        if "stale" in query and "consistent" in query:
+            raise ApiError(400, "Cannot specify ?stale with ?consistent, conflicting semantics.")
         try:
             min_index = int((query.get("index") or ["0"])[0] or "0")
         except ValueError:
@@ -503,12 +586,18 @@ class Handler(BaseHTTPRequestHandler):
         wait = min(wait, MAX_WAIT)
         # Consul: MaxQueryTime += lib.RandomStagger(MaxQueryTime / 16)
         wait += random.random() * (wait / 16)
+        return min_index, wait, "stale" in query
 
+    def _blocking_read(self, query, compute, counter):
+        """Answers a read of `compute(view) -> (index, result)` as a blocking query."""
+        st = self.state
+        min_index, wait, stale = self._read_options(query)
         with st.cond:
-            st.health_queries += 1
+            setattr(st, counter, getattr(st, counter) + 1)
             mode = st.outage_mode()
             if mode is None:
-                index, entries = st.health(name, tags, passing)
+                view, headers = st.view(stale)
+                index, result = compute(view)
                 if min_index > 0 and min_index >= index:
                     st.blocking_queries += 1
                     start_index = index
@@ -521,19 +610,27 @@ class Handler(BaseHTTPRequestHandler):
                         mode = st.outage_mode()
                         if mode is not None:
                             break
-                        index, entries = st.health(name, tags, passing)
+                        view, headers = st.view(stale)
+                        index, result = compute(view)
                         if index != start_index:
                             break
                     if mode is None:
-                        index, entries = st.health(name, tags, passing)
+                        view, headers = st.view(stale)
+                        index, result = compute(view)
         if mode is not None:
             return self._outage_answer(mode)
-        self._json(200, entries, headers=(
-            ("X-Consul-Index", str(index)),
-            ("X-Consul-KnownLeader", "true"),
-            ("X-Consul-LastContact", "0"),
-            ("X-Consul-Effective-Consistency", "leader"),
-        ))
+        self._json(200, result, headers=(("X-Consul-Index", str(index)),) + tuple(headers))
+
+    def _health(self, name, query):
+        try:
+            passing = parse_bool(query["passing"][-1]) if "passing" in query else False
+        except ValueError:
+            raise ApiError(400, "Invalid value for ?passing")
+        tags = query.get("tag", [])
+        self._blocking_read(query, lambda view: view.health(name, tags, passing), "health_queries")
+
+    def _catalog_services(self, query):
+        self._blocking_read(query, lambda view: view.catalog_services(), "catalog_queries")
 
     # --- test controls ---
 
@@ -543,7 +640,11 @@ class Handler(BaseHTTPRequestHandler):
         if path == "/test/stats":
             with st.cond:
                 return self._json(200, {"HealthQueries": st.health_queries, "BlockingQueries": st.blocking_queries,
-                                        "Index": st.index, "Outage": st.outage_mode()})
+                                        "CatalogQueries": st.catalog_queries, "Index": st.index,
+                                        "Outage": st.outage_mode()})
+        if path == "/test/requests":
+            with st.cond:
+                return self._json(200, st.requests)
         self._body()
         if method != "PUT":
             raise ApiError(405, "method %s not allowed" % method)
@@ -552,6 +653,14 @@ class Handler(BaseHTTPRequestHandler):
                 st.set_check("serfHealth", q("status", ""), "Agent alive and reachable" if q("status") == "passing" else "Agent not live or unreachable")
             elif path == "/test/reset-index":
                 st.reset_index(int(q("to", "1")))
+            elif path == "/test/follower":
+                contact = q("contact", "")
+                if contact == "lost":
+                    st.lose_contact(float(q("ago", "0")), q("known-leader", "true") != "false")
+                elif contact == "ok":
+                    st.regain_contact()
+                else:
+                    raise ApiError(400, "contact must be lost or ok")
             elif path == "/test/spurious-wakeup":
                 st.spurious(q("service", ""))
             elif path == "/test/outage":

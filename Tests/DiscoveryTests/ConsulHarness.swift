@@ -73,6 +73,24 @@ final class ConsulTestServer: @unchecked Sendable {
     func resetIndex(to index: Int) throws { try request("PUT", "/test/reset-index?to=\(index)") }
     func outage(_ mode: String, seconds: Double) throws { try request("PUT", "/test/outage?mode=\(mode)&seconds=\(seconds)") }
     func nodeCheck(_ status: String) throws { try request("PUT", "/test/node-check?status=\(status)") }
+    /// The follower that `?stale` reads reach loses contact with the leader (its answers
+    /// freeze, X-Consul-LastContact = `agoMilliseconds` + the time since), or regains it.
+    func followerLosesContact(agoMilliseconds: Int, knownLeader: Bool = true) throws {
+        try request("PUT", "/test/follower?contact=lost&ago=\(agoMilliseconds)&known-leader=\(knownLeader)")
+    }
+    func followerRegainsContact() throws { try request("PUT", "/test/follower?contact=ok") }
+
+    struct Requests: Decodable {
+        var Total: Int
+        var Stale: Int
+        var ByPath: [String: Int]
+        var ByClient: [String: Int]
+    }
+
+    /// Every /v1/ request the server counted, by path and by client token.
+    func requests() throws -> Requests {
+        try JSONDecoder().decode(Requests.self, from: Data(try request("GET", "/test/requests").body))
+    }
 
     struct Stats: Decodable {
         var HealthQueries: Int
@@ -191,6 +209,90 @@ final class RunningSource {
     }
 
     deinit { stop() }
+}
+
+/// A RoutePublisher that records every set, as the proxy would receive them.
+final class RecordingPublisher: RoutePublisher, @unchecked Sendable {
+    private let condition = NSCondition()
+    private var entries: [(frontend: String, set: RouteSet)] = []
+
+    func publishRoutes(_ set: RouteSet, frontend: String) throws {
+        condition.lock()
+        entries.append((frontend, set))
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    var count: Int {
+        condition.lock()
+        defer { condition.unlock() }
+        return entries.count
+    }
+
+    var sets: [RouteSet] {
+        condition.lock()
+        defer { condition.unlock() }
+        return entries.map(\.set)
+    }
+
+    var last: RouteSet? { sets.last }
+
+    /// The first set published at position >= `after` that satisfies `predicate`.
+    func wait(after: Int = 0, timeout: Double = 5, _ predicate: (RouteSet) -> Bool) -> (index: Int, set: RouteSet)? {
+        let deadline = Deadline(secondsFromNow: timeout)
+        condition.lock()
+        defer { condition.unlock() }
+        var next = after
+        while true {
+            while next < entries.count {
+                if predicate(entries[next].set) { return (next, entries[next].set) }
+                next += 1
+            }
+            if deadline.hasPassed { return nil }
+            _ = condition.wait(until: Date(timeIntervalSinceNow: min(deadline.remainingSeconds, 0.05)))
+        }
+    }
+}
+
+/// A ConsulRoutes source running on its own thread, publishing into a RecordingPublisher.
+final class RunningRoutes {
+    let source: ConsulRoutes
+    let publisher = RecordingPublisher()
+    let logs = Published()
+    private let thread: JoinableThread
+
+    init(server: ConsulTestServer, token: String? = nil, wait: Duration = .seconds(3),
+         configure: (inout ConsulRoutes.Options) -> Void = { _ in }) throws {
+        var options = ConsulRoutes.Options(url: server.url, token: token ?? server.token)
+        options.wait = wait
+        options.timeoutMargin = .milliseconds(700)
+        let logs = self.logs
+        options.log = { logs.log($0) }
+        configure(&options)
+        let source = try ConsulRoutes(options: options)
+        self.source = source
+        let publisher = self.publisher
+        thread = JoinableThread(name: "ts-routes") {
+            source.run(publish: { try? publisher.publishRoutes($0, frontend: "main") })
+        }
+    }
+
+    @discardableResult
+    func stop() -> Double {
+        let start = monotonicSeconds()
+        source.stop()
+        thread.join()
+        return monotonicSeconds() - start
+    }
+
+    deinit { stop() }
+}
+
+extension RouteSet {
+    /// `host/path→backend` for each route, in the set's order: short to compare and print.
+    var table: [String] { routes.map { "\($0.host ?? "")\($0.pathPrefix)→\($0.service)" } }
+    /// Backend → its servers' addresses.
+    var addresses: [String: [String]] { services.mapValues { $0.servers.map(\.address.description) } }
 }
 
 extension BackendSet {

@@ -109,7 +109,17 @@ public final class ConsulTestServerProcess: @unchecked Sendable {
     /// `mode` is 500, close or hang; seconds 0 ends an outage.
     public func outage(_ mode: String, seconds: Double) throws { try request("PUT", "/test/outage?mode=\(mode)&seconds=\(seconds)") }
 
-    /// `/test/stats`: HealthQueries, BlockingQueries, Index, Outage.
+    /// `?stale` reads freeze and report `agoMilliseconds` + the time since as
+    /// X-Consul-LastContact (`lost`), or follow the leader again.
+    public func followerLosesContact(agoMilliseconds: Int, knownLeader: Bool = true) throws {
+        try request("PUT", "/test/follower?contact=lost&ago=\(agoMilliseconds)&known-leader=\(knownLeader)")
+    }
+    public func followerRegainsContact() throws { try request("PUT", "/test/follower?contact=ok") }
+
+    /// `/test/requests`: Total, Stale, ByPath {path: n}, ByClient {token or "anonymous": n}.
+    public func requests() throws -> [String: Any] { try jsonObject(try request("GET", "/test/requests")) }
+
+    /// `/test/stats`: HealthQueries, BlockingQueries, CatalogQueries, Index, Outage.
     public func stats() throws -> [String: Any] { try jsonObject(try request("GET", "/test/stats")) }
 
     /// How many /v1/health/ queries the server has answered or is holding.

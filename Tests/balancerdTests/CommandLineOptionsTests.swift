@@ -230,7 +230,7 @@ final class CommandLineOptionsTests: XCTestCase {
 
     func testIncompleteDiscoveryFlagsAreUsageErrors() {
         let cases: [([String], String)] = [
-            (["--consul", "http://127.0.0.1:8500"], "--consul needs --service NAME"),
+            (["--consul", "http://127.0.0.1:8500"], "--consul needs --service NAME or --routes-from-tags"),
             (["--service", "web"], "--service, --tag, --dc and --consul-token need --consul URL"),
             (["--etcd", "http://127.0.0.1:2379"], "--etcd needs --etcd-prefix PREFIX"),
             (["--etcd-prefix", "/x/"], "--etcd-prefix needs --etcd URL"),
@@ -242,6 +242,72 @@ final class CommandLineOptionsTests: XCTestCase {
             XCTAssertThrowsError(try CommandLineOptions.parse(arguments), "\(arguments)") { error in
                 XCTAssertEqual((error as? UsageError)?.message, message)
             }
+        }
+    }
+
+    // MARK: routes from Consul tags
+
+    func testRoutesFromTagsGiveFrontendMainItsRouteSource() throws {
+        let options = try CommandLineOptions.parse(["--consul", "http://127.0.0.1:8500", "--routes-from-tags", "--listen", "127.0.0.1:8080"])
+        XCTAssertNil(options.discovery, "no --service: backend main follows nothing")
+        XCTAssertEqual(options.routes, RouteDiscoveryConfig(url: "http://127.0.0.1:8500", tagPrefix: "urlprefix-"))
+        let configuration = try options.configuration()
+        XCTAssertEqual(configuration.frontends.first?.routes, options.routes)
+        XCTAssertEqual(configuration.frontends.first?.mode, .http)
+        XCTAssertEqual(configuration.backends.first?.servers, [], "unmatched requests have no server unless --server gives some")
+        XCTAssertFalse(options.consulStale)
+    }
+
+    func testRoutesFromTagsWithEveryConsulOption() throws {
+        let options = try CommandLineOptions.parse([
+            "--consul", "http://127.0.0.1:8500", "--routes-from-tags", "--tag-prefix", "route-", "--dc", "dc2",
+            "--consul-token", "secret", "--consul-stale", "--consul-max-stale", "500ms", "--server", "127.0.0.1:9000"])
+        XCTAssertEqual(options.routes, RouteDiscoveryConfig(url: "http://127.0.0.1:8500", tagPrefix: "route-", stale: true,
+                                                            token: "secret", datacenter: "dc2"))
+        XCTAssertTrue(options.consulStale)
+        XCTAssertEqual(options.consulMaxStale, .milliseconds(500))
+        XCTAssertEqual(try options.configuration().backends.first?.servers.map(\.address.description), ["127.0.0.1:9000"])
+    }
+
+    func testRoutesAndAServiceTogether() throws {
+        let options = try CommandLineOptions.parse(["--consul", "http://c:8500", "--service", "web", "--routes-from-tags"])
+        XCTAssertEqual(options.discovery, .consul(url: "http://c:8500", service: "web", tag: nil, datacenter: nil, token: nil))
+        XCTAssertEqual(options.routes?.url, "http://c:8500")
+    }
+
+    func testConsulStaleAppliesToServiceDiscoveryToo() throws {
+        let options = try CommandLineOptions.parse(["--consul", "http://c:8500", "--service", "web", "--consul-stale"])
+        XCTAssertNil(options.routes)
+        XCTAssertTrue(options.consulStale)
+        XCTAssertEqual(options.consulMaxStale, .seconds(2), "the default bound")
+        XCTAssertTrue(try CommandLineOptions.parse(["--config", "\(fixtures)/consul-template.cfg", "--consul-stale"]).consulStale,
+                       "the file's discovery consul lines read stale too")
+    }
+
+    func testBadRouteFlagsAreUsageErrors() {
+        assertUsageError(["--routes-from-tags"], "--routes-from-tags needs --consul URL")
+        assertUsageError(["--server", "127.0.0.1:1", "--tag-prefix", "x-"], "--tag-prefix needs --routes-from-tags")
+        assertUsageError(["--consul", "http://c:8500", "--service", "web", "--tag-prefix", "x-"], "--tag-prefix needs --routes-from-tags")
+        assertUsageError(["--consul", "http://c:8500", "--routes-from-tags", "--tag", "prod"],
+                         "--tag needs --service NAME (route tags are chosen with --tag-prefix)")
+        assertUsageError(["--consul", "http://c:8500", "--routes-from-tags", "--tag-prefix", "a b"],
+                         "--tag-prefix: a prefix cannot contain blanks, got 'a b'")
+        assertUsageError(["--consul", "http://c:8500", "--routes-from-tags", "--mode", "tcp"],
+                         "--routes-from-tags routes HTTP requests; it cannot be combined with --mode tcp")
+        assertUsageError(["--server", "127.0.0.1:1", "--consul-stale"],
+                         "--consul-stale needs --consul URL (or --config FILE with discovery consul lines)")
+        assertUsageError(["--consul", "http://c:8500", "--routes-from-tags", "--consul-max-stale", "2s"],
+                         "--consul-max-stale needs --consul-stale (only stale reads can be behind the leader)")
+        assertUsageError(["--consul", "http://c:8500", "--routes-from-tags", "--consul-stale", "--consul-max-stale", "soon"],
+                         "--consul-max-stale: invalid duration 'soon' (e.g. 500ms, 2s)")
+        assertUsageError(["--consul", "http://c:8500", "--routes-from-tags", "--routes-from-tags=yes"], "--routes-from-tags takes no value")
+        assertUsageError(["--config", "x.cfg", "--consul", "http://c:8500", "--routes-from-tags"],
+                         "--config cannot be combined with --listen/--server/--mode/--consul/--etcd; put them in the file")
+    }
+
+    func testUsageNamesTheRouteFlags() {
+        for flag in ["--routes-from-tags", "--tag-prefix", "--consul-stale", "--consul-max-stale"] {
+            XCTAssertTrue(CommandLineOptions.usage.contains(flag), flag)
         }
     }
 
