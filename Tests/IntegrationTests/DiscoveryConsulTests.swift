@@ -37,6 +37,22 @@ final class DiscoveryConsulTests: XCTestCase {
         ["--listen", "127.0.0.1:0", "--mode", mode, "--threads", "2", "--consul", consul.url, "--service", "web"] + extra
     }
 
+    // MARK: stale reads (--consul-stale)
+
+    /// The real binary with --consul-stale reads with ?stale; with the follower 5 s behind
+    /// the leader (more than --consul-max-stale 1s), its answer is asked again of the
+    /// leader, which has the instance the follower has not seen.
+    func testConsulStaleReadsAreBoundedByMaxStale() throws {
+        let consul = try startConsul()
+        _ = try startRegistered(["s1"], in: consul)
+        try consul.followerLosesContact(agoMilliseconds: 5000)
+        _ = try startRegistered(["s2"], in: consul)
+        let (balancer, _) = try startBalancer(consulArguments(consul, extra: ["--consul-stale", "--consul-max-stale", "1s"]))
+        XCTAssertNotNil(waitForUpdate(balancer, servers: ["s1", "s2"], timeout: 5), tail(balancer))
+        XCTAssertTrue(tail(balancer).contains("behind the leader (max 1s); asking the leader"), tail(balancer))
+        XCTAssertGreaterThan((try consul.requests()["Stale"] as? NSNumber)?.intValue ?? 0, 0, "no ?stale read")
+    }
+
     // MARK: 1. what is registered before the start
 
     /// Three instances registered before balancerd starts: its first table has all three
