@@ -169,9 +169,13 @@ public struct Frontend: Sendable, Equatable {
     /// happen before a backend is chosen (400, 408), and for any status the backend has
     /// no file for.
     public var errorFiles: [ErrorFile]
+    /// `acl`, `http-request` and `use_backend` lines (HTTP mode only).
+    public var routing: FrontendRouting
 
     public init(name: String, binds: [HostPort], mode: ProxyMode, defaultBackend: String,
-                timeouts: Timeouts = Timeouts(), forwardFor: Bool = false, errorFiles: [ErrorFile] = []) {
+                timeouts: Timeouts = Timeouts(), forwardFor: Bool = false, errorFiles: [ErrorFile] = [],
+                routing: FrontendRouting = FrontendRouting()) {
+        self.routing = routing
         self.name = name
         self.binds = binds
         self.mode = mode
