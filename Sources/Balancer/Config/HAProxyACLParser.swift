@@ -44,9 +44,10 @@ enum ACLGrammar {
                         ? "regex matching ('-m reg') is not supported by balancerd"
                         : "match method '\(name)' is not supported (str, beg, end, sub, dir or dom)")
                 }
-                // haproxy refuses `-m` on a derivative (path_beg) and on non-string fetches.
-                guard criterion.isString, criterion.impliedMatch == nil else {
-                    throw Failure("-m", "'-m' cannot be used with '\(criterion.rawValue)', which implies its own match")
+                // haproxy lets `-m` replace a derivative's match (`path_beg -m sub` is a
+                // substring match); on method, src and ssl_fc balancerd refuses it.
+                guard criterion.isString else {
+                    throw Failure("-m", "'-m' cannot be used with '\(criterion.rawValue)'")
                 }
                 test.explicitMatch = match
             case "-f", "-n", "-u", "-M":

@@ -334,3 +334,32 @@ enum PathMatch {
         }
     }
 }
+
+extension RoutingTable {
+    /// Discovered routes as haproxy `use_backend` rules, in matching order, so the export
+    /// routes as balancerd does. haproxy's `hdr(host)` sees the port and a trailing dot
+    /// that route hosts leave out, so each host is matched with and without them:
+    ///   exact `H`:    `{ hdr(host) -i H H. } || { hdr_beg(host) -i H: H.: }`
+    ///   wildcard `*.S`: `{ hdr_end(host) -i .S .S. } || { hdr(host) -m sub -i .S: .S.: }`
+    /// each ANDed with `{ path_beg PREFIX }`. A route's strip= and redirect= are not
+    /// exported (README, Routing).
+    static func exportRules(_ routes: [ServiceRoute]) -> [UseBackendRule] {
+        routes.map { route in
+            let path = ACLTerm(.anonymous(ACLTest(criterion: .pathBegins, values: [route.pathPrefix])))
+            guard let host = route.host?.lowercased() else {
+                return UseBackendRule(backend: route.service, condition: ACLCondition(alternatives: [[path]]))
+            }
+            let bare: ACLTerm, ported: ACLTerm
+            if host.hasPrefix("*.") {
+                let suffix = String(host.dropFirst(1))
+                bare = ACLTerm(.anonymous(ACLTest(criterion: .hostEnds, ignoreCase: true, values: [suffix, suffix + "."])))
+                ported = ACLTerm(.anonymous(ACLTest(criterion: .host, ignoreCase: true, explicitMatch: .substring,
+                                                    values: [suffix + ":", suffix + ".:"])))
+            } else {
+                bare = ACLTerm(.anonymous(ACLTest(criterion: .host, ignoreCase: true, values: [host, host + "."])))
+                ported = ACLTerm(.anonymous(ACLTest(criterion: .hostBegins, ignoreCase: true, values: [host + ":", host + ".:"])))
+            }
+            return UseBackendRule(backend: route.service, condition: ACLCondition(alternatives: [[bare, path], [ported, path]]))
+        }
+    }
+}
