@@ -621,8 +621,9 @@ final class ConfigParserTests: XCTestCase {
     }
 
     func testUnknownAndUnsupportedKeywords() {
-        assertError("frontend fe\n bind :80\n use_backend api if is_api\n", line: 3, keyword: "use_backend",
-                    "'use_backend' is not supported by balancerd")
+        assertError("frontend fe\n bind :80\n use_backend api if is_api\n", line: 3, keyword: "is_api",
+                    "no ACL named 'is_api' above this line")
+        assertError("frontend fe\n bind :80\n http-response set-header a b\n", line: 3, keyword: "http-response", "not supported")
         assertError("backend be\n stick-table type ip size 1m\n", line: 2, keyword: "stick-table", "not supported")
         assertError("frontend fe\n bnid :80\n", line: 2, keyword: "bnid", "unknown keyword 'bnid' in frontend 'fe'")
         assertError("defaults\n colour blue\n", line: 2, keyword: "colour", "unknown keyword 'colour' in defaults section")

@@ -765,7 +765,28 @@ final class HTTPConnectionStateMachineTests: XCTestCase {
         _ = g.request("GET / HTTP/1.1\r\nHost: a\r\n\r\n")
         g.attach(0)
         record(g.fire(at: g.now + timeouts.server))
+        // Routing's own answers: a deny, and no route in a routes-only frontend.
+        for error in [ErrorResponse.forbidden, .notFound] {
+            var r = Connection()
+            record(r.m.requestAnswered(HTTPExchangePolicy.Request(), status: error.status, error: error,
+                                       termination: .make("P", "R"), now: r.now))
+        }
         XCTAssertEqual(produced, Set(ErrorResponse.allCases.map(\.status)).subtracting([500]))
+    }
+
+    func testARoutingRuleAnswersWithoutAServerAndThenLingers() {
+        var c = Connection()
+        c.m.clientRead(now: c.now)
+        let action = c.m.requestAnswered(HTTPExchangePolicy.Request(), status: 301, error: nil,
+                                         termination: .make("L", "R"), now: c.now)
+        XCTAssertEqual(action, .respondPrepared)
+        XCTAssertEqual(c.m.status, 301)
+        XCTAssertEqual(c.m.termination.description, "LR")
+        XCTAssertEqual(c.m.phase, .lingering)
+        XCTAssertEqual(c.m.server, -1, "no server was involved")
+        XCTAssertEqual(c.m.requestCount, 1)
+        XCTAssertEqual(c.m.requestAnswered(HTTPExchangePolicy.Request(), status: 302, error: nil,
+                                           termination: .make("L", "R"), now: c.now), .none, "only between requests")
     }
 
     // MARK: keep-alive decisions

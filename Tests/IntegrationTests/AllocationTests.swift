@@ -38,6 +38,22 @@ final class AllocationTests: XCTestCase {
         XCTAssertEqual(allocations, 0, "balancerd allocated \(allocations) times (\(Double(allocations) / 10_000) per request) over 10,000 warmed-up keep-alive requests; frees \(frees)")
     }
 
+    /// The same with every request routed: host, path, method and src ACLs, `||` and `!`,
+    /// set-header, del-header and replace-path, then a use_backend rule. Deciding and
+    /// editing the request allocate nothing either.
+    func testNoAllocationPerRoutedKeepAliveRequest() throws {
+        let (balancer, port, counter) = try startCountedBalancer(routed: true)
+        let connections = try (0..<10).map { _ in try connectHTTP(port) }
+        try sendKeepAliveRequests(on: connections, rounds: 100, path: "/x/", balancer: balancer)
+        try waitForLogLines(balancer, requests: 1_000, backend: "api")
+        let before = try counter.allocations()
+        try sendKeepAliveRequests(on: connections, rounds: 1_000, path: "/x/", balancer: balancer)
+        try waitForLogLines(balancer, requests: 11_000, backend: "api")
+        let allocations = try counter.allocations() - before
+        print("AllocationTests: \(allocations) allocations in 10,000 warmed-up routed keep-alive requests")
+        XCTAssertEqual(allocations, 0, "balancerd allocated \(allocations) times over 10,000 routed keep-alive requests")
+    }
+
     /// 1,000 new connections with one request each: 500 that the client closes after a
     /// keep-alive response, then 500 that ask `Connection: close`. At most 2 allocations per
     /// connection. The client-closed ones go first: balancerd sees their EOFs before it
@@ -75,7 +91,7 @@ final class AllocationTests: XCTestCase {
     /// The release balancerd with the malloc counter preloaded, in HTTP mode in front of
     /// nginx (a keep-alive backend), with the stats listener off: it is a thread of its own
     /// that allocates for each page it serves.
-    private func startCountedBalancer() throws -> (BalancerdProcess, UInt16, MallocCounter) {
+    private func startCountedBalancer(routed: Bool = false) throws -> (BalancerdProcess, UInt16, MallocCounter) {
         let binary = try releaseBalancerdPath()
         let counter = try MallocCounter()
         addTeardownBlock { counter.directory.remove() }
@@ -92,10 +108,7 @@ final class AllocationTests: XCTestCase {
                 timeout server 1m
                 timeout http-keep-alive 1m
 
-            listen main
-                bind 127.0.0.1:0
-                server web \(nginx.address)
-
+            \(routed ? Self.routedSections(nginx.address) : "listen main\n    bind 127.0.0.1:0\n    server web \(nginx.address)\n")
             """)
         addTeardownBlock { config.directory.remove() }
         let balancer = try BalancerdProcess(arguments: ["--config", config.path], binary: binary, environment: counter.environment)
@@ -106,10 +119,34 @@ final class AllocationTests: XCTestCase {
         return (balancer, port, counter)
     }
 
-    private func sendKeepAliveRequests(on connections: [HTTPClientConnection], rounds: Int, balancer: BalancerdProcess) throws {
+    /// Every request of the routed test goes to backend `api` through the rules; the
+    /// replace-path turns its `/x/` into the `/` nginx serves.
+    private static func routedSections(_ address: String) -> String {
+        #"""
+        frontend main
+            bind 127.0.0.1:0
+            acl api hdr(host) -i other.local test.local
+            acl v path_beg /x
+            acl get method GET HEAD
+            acl lan src 127.0.0.0/8 ::1
+            http-request set-header X-Routed yes if api
+            http-request del-header X-Drop
+            http-request replace-path ^/x(/.*)?$ \1 if v
+            use_backend web if { hdr(host) -i nothing } || !lan
+            use_backend api if api get lan
+            default_backend web
+        backend web
+            server web \#(address)
+        backend api
+            server web \#(address)
+        """#
+    }
+
+    private func sendKeepAliveRequests(on connections: [HTTPClientConnection], rounds: Int, path: String = "/",
+                                       balancer: BalancerdProcess) throws {
         for round in 0..<rounds {
             for (index, connection) in connections.enumerated() {
-                try connection.send("GET / HTTP/1.1\r\nHost: test.local\r\n\r\n")
+                try connection.send("GET \(path) HTTP/1.1\r\nHost: test.local\r\nX-Drop: 1\r\n\r\n")
                 let response: HTTPResponse
                 do {
                     response = try connection.readResponse()
@@ -144,8 +181,8 @@ final class AllocationTests: XCTestCase {
     }
 
     /// Waits until balancerd has logged `requests` httplog lines in all.
-    private func waitForLogLines(_ balancer: BalancerdProcess, requests: Int) throws {
-        let logged = { balancer.stderrLines.lazy.filter { $0.contains(" main main/") }.count }
+    private func waitForLogLines(_ balancer: BalancerdProcess, requests: Int, backend: String = "main") throws {
+        let logged = { balancer.stderrLines.lazy.filter { $0.contains(" main \(backend)/") }.count }
         guard waitUntil(timeout: 20, { logged() >= requests }) else {
             XCTFail("expected \(requests) httplog lines, have \(logged())\n\(tail(balancer))")
             throw TestSupportError("log lines missing")

@@ -172,9 +172,13 @@ public struct Frontend: Sendable, Equatable {
     /// balancerd extension, `discovery consul URL routes` (or --routes-from-tags): routes
     /// by host and path from the tags of every Consul service (see RouteDiscoveryConfig).
     public var routes: RouteDiscoveryConfig? = nil
+    /// `acl`, `http-request` and `use_backend` lines (HTTP mode only).
+    public var routing: FrontendRouting
 
     public init(name: String, binds: [HostPort], mode: ProxyMode, defaultBackend: String,
-                timeouts: Timeouts = Timeouts(), forwardFor: Bool = false, errorFiles: [ErrorFile] = []) {
+                timeouts: Timeouts = Timeouts(), forwardFor: Bool = false, errorFiles: [ErrorFile] = [],
+                routing: FrontendRouting = FrontendRouting()) {
+        self.routing = routing
         self.name = name
         self.binds = binds
         self.mode = mode

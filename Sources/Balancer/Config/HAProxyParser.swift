@@ -272,6 +272,10 @@ extension HAProxyParser {
         var statsRefresh: Duration?
         var statsCredentials: [StatsCredential] = []
         var statsAdmin = false
+        /// `acl`, `use_backend`, `http-request` lines, and the lines they came from.
+        var routing = FrontendRouting()
+        var routingLines: [Int] = []
+        var useBackendLines: [Int] = []
     }
 
     private struct Parser {
@@ -602,8 +606,39 @@ extension HAProxyParser {
                 guard proxy.kind.isBackSide else { throw misplaced(line, keyword, proxy.kind) }
                 guard proxy.discovery == nil else { throw error(line, keyword, "only one discovery source per backend") }
                 proxy.discovery = try discovery(words, line: line)
+            case "acl", "use_backend", "http-request":
+                guard proxy.kind == .frontend || proxy.kind == .listen else { throw misplaced(line, keyword, proxy.kind) }
+                try routingLine(words, line: line, proxy: &proxy)
             default:
                 try handleProxyKeyword(words, line: line, kind: proxy.kind, label: label, settings: &proxy.settings)
+            }
+        }
+
+        /// `acl`, `use_backend` and `http-request` (HAProxyACLParser.swift has the grammar).
+        func routingLine(_ words: [String], line: Int, proxy: inout Proxy) throws(ConfigurationError) {
+            proxy.routingLines.append(line)
+            do throws(ACLGrammar.Failure) {
+                switch words[0] {
+                case "acl":
+                    guard words.count >= 3 else { throw ACLGrammar.Failure("acl", "expected acl NAME CRITERION [FLAGS] VALUE...") }
+                    let name = words[1]
+                    guard Self.isValidName(name) else {
+                        throw ACLGrammar.Failure("acl", "invalid ACL name '\(name)' (letters, digits, '-', '_', '.' and ':' only)")
+                    }
+                    let test = try ACLGrammar.test(words[2...], keyword: "acl")
+                    if let i = proxy.routing.acls.firstIndex(where: { $0.name == name }) {
+                        proxy.routing.acls[i].tests.append(test)   // same name: ORed, as in haproxy
+                    } else {
+                        proxy.routing.acls.append(ACL(name: name, tests: [test]))
+                    }
+                case "use_backend":
+                    proxy.routing.useBackend.append(try ACLGrammar.useBackend(words, known: Set(proxy.routing.acls.map(\.name))))
+                    proxy.useBackendLines.append(line)
+                default:
+                    proxy.routing.requestRules.append(try ACLGrammar.httpRequest(words, known: Set(proxy.routing.acls.map(\.name))))
+                }
+            } catch {
+                throw self.error(line, error.keyword, error.message)
             }
         }
 
@@ -722,7 +757,7 @@ extension HAProxyParser {
                     throw error(line, "no \(words[1])", "'no' is only supported before 'option' and 'log'")
                 }
 
-            case "bind", "server":
+            case "bind", "server", "acl", "use_backend", "http-request":
                 throw misplaced(line, keyword, kind)
 
             case _ where Self.unsupportedProxyKeywords.contains(keyword):
@@ -736,7 +771,7 @@ extension HAProxyParser {
         /// haproxy keywords people commonly have that balancerd does not implement; listed so
         /// the error says "not supported" instead of suggesting a typo.
         static let unsupportedProxyKeywords: Set<String> = [
-            "acl", "use_backend", "use-server", "http-request", "http-response", "http-after-response",
+            "use-server", "http-response", "http-after-response",
             "tcp-request", "tcp-response", "stick-table", "stick", "cookie", "errorloc", "errorloc302",
             "errorloc303", "errorfiles", "redirect", "compression", "tcp-check", "capture", "monitor-uri", "stats",
             "hash-type", "fullconn", "server-template", "rate-limit", "unique-id-format", "log-format",
@@ -1168,12 +1203,23 @@ extension HAProxyParser {
                     throw error(target.line, "default_backend",
                                 "frontend '\(proxy.name)' is in \(proxy.settings.mode.rawValue) mode but backend '\(target.name)' is in \(backend.config.mode.rawValue) mode")
                 }
+                if let first = proxy.routingLines.first, proxy.settings.mode != .http {
+                    throw error(first, keyword, "acl, use_backend and http-request need 'mode http' in \(keyword) '\(proxy.name)'")
+                }
+                for (rule, line) in zip(proxy.routing.useBackend, proxy.useBackendLines) {
+                    guard let target = backendIndex[rule.backend] else {
+                        throw error(line, "use_backend", "no backend or listen section named '\(rule.backend)'")
+                    }
+                    guard target.config.mode == .http else {
+                        throw error(line, "use_backend", "backend '\(rule.backend)' is in \(target.config.mode.rawValue) mode, not http")
+                    }
+                }
                 frontends.append(Frontend(
                     name: proxy.name, binds: proxy.binds, mode: proxy.settings.mode, defaultBackend: target.name,
                     timeouts: proxy.settings.timeouts,
                     // As in haproxy, `option forwardfor` on either side adds the header.
                     forwardFor: proxy.settings.forwardFor || backend.forwardFor,
-                    errorFiles: proxy.settings.errorFiles))
+                    errorFiles: proxy.settings.errorFiles, routing: proxy.routing))
             }
             // No frontend is valid, as for haproxy (Debian's default haproxy.cfg has none):
             // such a file checks and exports, and `balancerd --config` says it has nothing

@@ -71,6 +71,7 @@ public enum HAProxyWriter {
             }
             if frontend.forwardFor { out.append("    option forwardfor") }
             out += errorFileLines(frontend.errorFiles)
+            out += routingLines(frontend.routing)
             out.append("    default_backend \(frontend.defaultBackend)")
             out.append("")
         }
@@ -170,6 +171,60 @@ public enum HAProxyWriter {
 
     /// A word as haproxy's tokenizer reads it back: as is when it has nothing special,
     /// else in double quotes with `\`, `"`, `$` and control characters escaped.
+    /// `acl`, `http-request` and `use_backend` lines, in the order they are evaluated.
+    static func routingLines(_ routing: FrontendRouting) -> [String] {
+        var out: [String] = []
+        for acl in routing.acls {
+            for test in acl.tests { out.append("    acl \(acl.name) \(aclTest(test))") }
+        }
+        for rule in routing.requestRules {
+            var line = "    http-request "
+            switch rule.action {
+            case .deny(let status):
+                line += status == 403 ? "deny" : "deny deny_status \(status)"
+            case .redirect(let r):
+                line += "redirect \(r.kind.rawValue) \(word(r.value)) code \(r.code)"
+                if r.dropQuery { line += " drop-query" }
+            case .setHeader(let name, let value):
+                line += "set-header \(name) \(word(value))"
+            case .deleteHeader(let name):
+                line += "del-header \(name)"
+            case .replacePath(let p):
+                line += "replace-path \(word(p.regex)) \(word(p.replacement))"
+            }
+            if let condition = rule.condition { line += " \(aclCondition(condition))" }
+            out.append(line)
+        }
+        for rule in routing.useBackend {
+            var line = "    use_backend \(rule.backend)"
+            if let condition = rule.condition { line += " \(aclCondition(condition))" }
+            out.append(line)
+        }
+        return out
+    }
+
+    static func aclTest(_ test: ACLTest) -> String {
+        var parts = [test.criterion.rawValue]
+        if test.ignoreCase { parts.append("-i") }
+        if let match = test.explicitMatch { parts += ["-m", match.rawValue] }
+        if test.values.contains(where: { $0.hasPrefix("-") }) { parts.append("--") }
+        parts += test.values.map(word)
+        return parts.joined(separator: " ")
+    }
+
+    static func aclCondition(_ condition: ACLCondition) -> String {
+        let alternatives = condition.alternatives.map { terms in
+            terms.map { term in
+                let operand = switch term.operand {
+                case .named(let name): name
+                case .anonymous(let test): "{ \(aclTest(test)) }"
+                }
+                return (term.negated ? "!" : "") + operand
+            }.joined(separator: " ")
+        }
+        return (condition.unless ? "unless " : "if ") + alternatives.joined(separator: " || ")
+    }
+
     static func word(_ text: String) -> String {
         let plain = !text.isEmpty && text.unicodeScalars.allSatisfy { scalar in
             scalar.value > 0x20 && scalar.value < 0x7F && !"\"'\\#$".unicodeScalars.contains(scalar)

@@ -16,6 +16,10 @@ public enum ErrorResponse: Sendable, Equatable, CaseIterable {
     case badGateway
     case serviceUnavailable
     case gatewayTimeout
+    /// `http-request deny` (haproxy's default deny status).
+    case forbidden
+    /// No route and no default backend (a routes-only frontend).
+    case notFound
 
     public var status: Int {
         switch self {
@@ -27,6 +31,8 @@ public enum ErrorResponse: Sendable, Equatable, CaseIterable {
         case .badGateway: 502
         case .serviceUnavailable: 503
         case .gatewayTimeout: 504
+        case .forbidden: 403
+        case .notFound: 404
         }
     }
 
@@ -41,6 +47,8 @@ public enum ErrorResponse: Sendable, Equatable, CaseIterable {
         case .badGateway: Self.badGatewayBytes
         case .serviceUnavailable: Self.serviceUnavailableBytes
         case .gatewayTimeout: Self.gatewayTimeoutBytes
+        case .forbidden: Self.forbiddenBytes
+        case .notFound: Self.notFoundBytes
         }
     }
 
@@ -56,6 +64,8 @@ public enum ErrorResponse: Sendable, Equatable, CaseIterable {
     private static let serviceUnavailableBytes = make(
         "503 Service Unavailable", "No server is available to handle this request.")
     private static let gatewayTimeoutBytes = make("504 Gateway Time-out", "The server didn't respond in time.")
+    private static let forbiddenBytes = make("403 Forbidden", "Request forbidden by administrative rules.")
+    private static let notFoundBytes = make("404 Not Found", "The resource could not be found.")
 
     /// `statusAndReason` is "503 Service Unavailable"; the length is computed, never typed.
     private static func make(_ statusAndReason: String, _ message: String) -> [UInt8] {
@@ -110,6 +120,8 @@ extension ErrorResponse {
         case .badGateway: 5
         case .serviceUnavailable: 6
         case .gatewayTimeout: 7
+        case .forbidden: 8
+        case .notFound: 9
         }
     }
 }

@@ -25,11 +25,24 @@ public enum HTTPHeadWriter {
         clientAddress: [UInt8],
         forwardFor: Bool,
         keepAliveToServer: Bool,
+        edits: RequestEdits? = nil,
         into output: inout [UInt8]
     ) {
-        HTTPSyntax.append(input, head.startLine, to: &output)
+        if let edits, let path = edits.path {
+            // A rewritten path: the request line around it stays as the client sent it.
+            HTTPSyntax.append(input, head.startLine.lowerBound..<path.range.lowerBound, to: &output)
+            output.append(contentsOf: path.replacement)
+            HTTPSyntax.append(input, path.range.upperBound..<head.startLine.upperBound, to: &output)
+        } else {
+            HTTPSyntax.append(input, head.startLine, to: &output)
+        }
         HTTPSyntax.append("\r\n", to: &output)
-        writeFields(head, from: input, keepingUpgrade: head.upgrade, into: &output)
+        if let edits {
+            writeFields(head, from: input, keepingUpgrade: head.upgrade, skipping: { edits.drops(input, $0.name) }, into: &output)
+            edits.appendFields(to: &output)
+        } else {
+            writeFields(head, from: input, keepingUpgrade: head.upgrade, skipping: { _ in false }, into: &output)
+        }
         if forwardFor {
             HTTPSyntax.append("X-Forwarded-For: ", to: &output)
             output.append(contentsOf: clientAddress)
@@ -62,7 +75,7 @@ public enum HTTPHeadWriter {
     ) {
         HTTPSyntax.append(input, head.startLine, to: &output)
         HTTPSyntax.append("\r\n", to: &output)
-        writeFields(head, from: input, keepingUpgrade: head.upgrade, into: &output)
+        writeFields(head, from: input, keepingUpgrade: head.upgrade, skipping: { _ in false }, into: &output)
         if head.upgrade {
             HTTPSyntax.append("Connection: upgrade\r\n", to: &output)
         } else if !keepAliveToClient {
@@ -77,7 +90,8 @@ public enum HTTPHeadWriter {
     /// The fields without the hop-by-hop ones. `hopByHop` is ascending, so one cursor
     /// walks it alongside the fields.
     private static func writeFields(
-        _ head: HTTPHead, from input: UnsafeRawBufferPointer, keepingUpgrade: Bool, into output: inout [UInt8]
+        _ head: HTTPHead, from input: UnsafeRawBufferPointer, keepingUpgrade: Bool,
+        skipping skip: (HTTPField) -> Bool, into output: inout [UInt8]
     ) {
         var nextHop = 0
         var wroteContentLength = false
@@ -87,6 +101,7 @@ public enum HTTPHeadWriter {
                 nextHop &+= 1
                 if !(keepingUpgrade && HTTPSyntax.equalsIgnoringCase(input, field.name, "upgrade")) { continue }
             }
+            if skip(field) { continue }
             if !head.contentLengthIsCanonical && HTTPSyntax.equalsIgnoringCase(input, field.name, "content-length") {
                 // Several agreeing values: send one plain value where the first one was.
                 if wroteContentLength { continue }

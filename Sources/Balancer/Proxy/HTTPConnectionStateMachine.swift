@@ -76,6 +76,9 @@ struct HTTPConnectionStateMachine {
         case reconnect(server: Int)
         /// Close the server connection, log, send this canned response, then linger.
         case respond(ErrorResponse)
+        /// A routing rule answered the request itself (a redirect): close the server
+        /// connection, log, send the response the shell prepared, then linger.
+        case respondPrepared
         /// The 101 went to the client: from now on bytes flow both ways unparsed.
         case startTunnel
         /// Log the exchange, give the server connection back to the idle pool when
@@ -86,7 +89,9 @@ struct HTTPConnectionStateMachine {
         case close(log: Bool, abort: Bool)
     }
 
-    let settings: HTTPSessionSettings
+    /// The chosen backend's settings: the frontend's default backend until routing picks
+    /// one for an exchange (`requestHead(_:settings:now:)`).
+    var settings: HTTPSessionSettings
     var timeouts: HTTPTimeouts { settings.timeouts }
     var retry: RetryPolicy { settings.retry }
 
@@ -171,6 +176,28 @@ struct HTTPConnectionStateMachine {
         termination = .normal
         lastServerIO = now
         return .connect(avoiding: nil)
+    }
+
+    /// A routing rule answers the request without a server: a deny or a missing route
+    /// (`error`), or a redirect (`error` nil: the shell prepared the response). The
+    /// connection closes after it, as after any response balancerd writes itself.
+    mutating func requestAnswered(_ request: HTTPExchangePolicy.Request, status: Int, error: ErrorResponse?,
+                                  termination: TerminationState, now: Int64) -> Action {
+        guard phase == .awaitingRequest else { return .none }
+        requests &+= 1
+        headCompleteAt = now
+        if firstByteAt == 0 { firstByteAt = now }
+        self.request = request
+        phase = .exchanging
+        serverIndex = -1
+        guard let error else {
+            self.termination = termination
+            statusCode = Int16(status)
+            phase = .lingering
+            lingerUntil = now + HTTPExchangePolicy.linger
+            return .respondPrepared
+        }
+        return fail(error, termination, now: now)
     }
 
     /// The request head broke a rule of RFC 9112 or a limit.

@@ -51,7 +51,10 @@ final class HTTPSession: EventHandler, ProxySession {
     // late event for a socket the session let go of goes to its new owner or nowhere.
     var serverFD: CInt = -1
     var serverUse = ServerUse()
-    var backend: BackendCounters { worker.backendCounters[frontend.backendIndex] }
+    /// The backend of the current exchange (routing picks it per request); the frontend's
+    /// default between exchanges.
+    var backendIndex: Int { exchange?.backendIndex ?? frontend.backendIndex }
+    var backend: BackendCounters { worker.backendCounters[backendIndex] }
     var serverIn = ByteBuffer.unallocated
     var serverOut = ByteBuffer.unallocated
     /// Bytes of `serverOut` already written. They are kept while the request may still be
@@ -70,7 +73,7 @@ final class HTTPSession: EventHandler, ProxySession {
     // What belongs to one exchange lives in its state, not in every idle connection.
     /// The table the current request is balanced on (the loop's current one when idle).
     var table: BackendTable {
-        get { exchange?.table ?? worker.tables[frontend.backendIndex] }
+        get { exchange?.table ?? worker.tables[backendIndex] }
         set { exchange!.table = newValue }
     }
     /// The server of the current attempt.
@@ -108,7 +111,7 @@ final class HTTPSession: EventHandler, ProxySession {
         self.client = FileDescriptor(adopting: client)
         self.peer = peer
         self.frontend = frontend
-        self.machine = HTTPConnectionStateMachine(settings: worker.httpSettings[frontend.index], now: now)
+        self.machine = HTTPConnectionStateMachine(settings: worker.httpSettings[frontend.index][frontend.backendIndex], now: now)
     }
 
     // MARK: life cycle
@@ -149,6 +152,8 @@ final class HTTPSession: EventHandler, ProxySession {
             connect(to: index, loop: loop)
         case .respond(let error):
             respond(error, loop: loop)
+        case .respondPrepared:
+            respond(nil, loop: loop)
         case .finishExchange(let reuseServer, let keepAlive):
             log(loop: loop)
             dropServer(reusable: reuseServer && serverIn.isEmpty && !serverEOF, loop: loop)
@@ -270,6 +275,7 @@ final class HTTPSession: EventHandler, ProxySession {
     private func beginExchange() -> HTTPExchangeState {
         if let exchange { return exchange }
         let x = worker.takeExchangeState()
+        x.backendIndex = frontend.backendIndex
         exchange = x
         return x
     }
@@ -285,10 +291,16 @@ final class HTTPSession: EventHandler, ProxySession {
         x.requestBody = .done
         x.responseBody = .done
         x.table = nil
+        x.backendIndex = 0
         x.server = nil
         x.serverOutSent = 0
         x.bytesToClient = 0
         worker.giveExchangeState(x)
+    }
+
+    static func redirectStatus(_ routing: RoutingTable, rule: Int?, route: CompiledRoute?) -> Int {
+        if let rule, case .redirect(let r, _) = routing.requestRules[rule].action { return r.code }
+        return route?.redirectStatus ?? 302
     }
 
     /// A body is moving through a pipe, in either direction.
@@ -418,10 +430,9 @@ final class HTTPSession: EventHandler, ProxySession {
     }
 
     private func startExchange(_ head: HTTPHead, loop: EventLoop) {
-        // Each request is balanced on the table current now: a reload or a discovery
-        // update applies from the next request of an open keep-alive connection.
+        // Each request is routed and balanced on the tables current now: a reload or a
+        // discovery update applies from the next request of an open keep-alive connection.
         let x = beginExchange()
-        x.table = worker.tables[frontend.backendIndex]
         var request = HTTPExchangePolicy.Request(head: head)
         x.requestBody = BodyProgress(head.framing)
         x.responseBody = .done
@@ -431,11 +442,53 @@ final class HTTPSession: EventHandler, ProxySession {
         x.requestLine.removeAll(keepingCapacity: true)
         x.requestLine.append(contentsOf: UnsafeRawBufferPointer(rebasing: bytes[head.startLine]))
 
+        let routing = worker.routing[frontend.index]
+        var chosen = frontend.backendIndex
+        var edits: RequestEdits? = nil
+        if !routing.trivial {
+            let pathRange = RoutingTable.pathRange(bytes, head.target)
+            let view = RequestView(bytes: bytes, method: head.methodRange, methodKind: head.method, host: head.hostRange,
+                                   path: pathRange.map { UnsafeRawBufferPointer(rebasing: bytes[$0]) },
+                                   source: IPPattern.address(of: peer))
+            let answer: (status: Int, error: ErrorResponse?, termination: TerminationState)
+            switch routing.decide(view, scratch: worker.routingScratch) {
+            case .backend(let index):
+                chosen = index
+                let decided = RequestEdits(table: routing, scratch: worker.routingScratch, pathRange: pathRange)
+                if !decided.isEmpty { edits = decided }
+                answer = (0, nil, .normal)
+            case .deny(let error):
+                answer = (error.status, error, .make("P", "R"))
+            case .notFound:
+                answer = (404, .notFound, .make("P", "R"))
+            case .redirect(let rule):
+                worker.scratch.removeAll(keepingCapacity: true)
+                routing.writeRedirect(rule: rule, route: nil, bytes: bytes, head: head, pathRange: pathRange, into: &worker.scratch)
+                answer = (Self.redirectStatus(routing, rule: rule, route: nil), nil, .make("L", "R"))
+            case .routeRedirect(let route):
+                worker.scratch.removeAll(keepingCapacity: true)
+                routing.writeRedirect(rule: nil, route: route, bytes: bytes, head: head, pathRange: pathRange, into: &worker.scratch)
+                answer = (route.redirectStatus, nil, .make("L", "R"))
+            }
+            if answer.status != 0 {
+                x.table = worker.tables[chosen]
+                x.backendIndex = chosen
+                clientIn.consume(head.length)
+                bytesToClient = 0
+                perform(machine.requestAnswered(request, status: answer.status, error: answer.error,
+                                                termination: answer.termination, now: loop.now), loop: loop)
+                return
+            }
+        }
+        x.backendIndex = chosen
+        x.table = worker.tables[chosen]
+        machine.settings = worker.httpSettings[frontend.index][chosen]
+
         worker.peerText.removeAll(keepingCapacity: true)
         if frontend.config.forwardFor { peer.withNumericHost { worker.peerText.append(contentsOf: $0) } }
         HTTPHeadWriter.writeRequest(head, from: bytes, clientAddress: worker.peerText,
                                     forwardFor: frontend.config.forwardFor, keepAliveToServer: true,
-                                    into: &worker.scratch)
+                                    edits: edits, into: &worker.scratch)
         // The request waits in `serverOut` until its response starts (for a replay): a
         // request that is all here and small waits in a small buffer.
         serverOutSent = 0
@@ -498,7 +551,7 @@ final class HTTPSession: EventHandler, ProxySession {
         serverShutdown = false
         serverIn.clear()
         serverOutSent = 0
-        if let fd = worker.idlePool.take(backend: frontend.backendIndex, table: table, server: index) {
+        if let fd = worker.idlePool.take(backend: backendIndex, table: table, server: index) {
             serverFD = fd
             loop.setOwner(fd, to: self, side: 1)
             serverWatchesOutput = false
@@ -539,7 +592,7 @@ final class HTTPSession: EventHandler, ProxySession {
         guard serverFD >= 0 else { return }
         serverUse.end(server, backend: backend)
         if reusable, machine.server >= 0 {
-            worker.idlePool.give(serverFD, backend: frontend.backendIndex, table: table, server: machine.server,
+            worker.idlePool.give(serverFD, backend: backendIndex, table: table, server: machine.server,
                                  watchingOutput: serverWatchesOutput)
         } else {
             loop.releaseOwned(serverFD)
@@ -953,13 +1006,20 @@ final class HTTPSession: EventHandler, ProxySession {
     /// Sends a canned error (the machine checked that nothing was sent to the client
     /// yet), logs it, then lingers: the client's input is read and dropped until it
     /// closes or the linger time is over.
-    private func respond(_ error: ErrorResponse, loop: EventLoop) {
+    /// `error` nil: the response a routing rule prepared in the loop's scratch (a redirect).
+    private func respond(_ error: ErrorResponse?, loop: EventLoop) {
         dropServer(reusable: false, loop: loop)
         worker.pool.borrow(&clientOut)
         clientOut.clear()
-        let bytes = machine.settings.errorPages[error]
-        bytes.withUnsafeBytes { clientOut.append($0) }
-        beginExchange().bytesToClient = bytes.count
+        if let error {
+            let bytes = machine.settings.errorPages[error]
+            bytes.withUnsafeBytes { clientOut.append($0) }
+            beginExchange().bytesToClient = bytes.count
+        } else {
+            worker.scratch.withUnsafeBytes { clientOut.append($0) }
+            beginExchange().bytesToClient = worker.scratch.count
+            worker.scratch.removeAll(keepingCapacity: true)
+        }
         log(loop: loop)
         endExchange()
         clientIn.clear()
@@ -1027,7 +1087,7 @@ final class HTTPSession: EventHandler, ProxySession {
         guard !worker.shared.quiet else { return }
         let wall = Posix.wallClockMilliseconds() - (loop.now - start) / 1_000_000
         let context = AccessLogContext(peer: peer, wallMilliseconds: wall,
-                                       frontend: frontend, backend: worker.backendCounters[frontend.backendIndex],
+                                       frontend: frontend, backend: backend,
                                        server: m.server >= 0 ? server : nil, termination: m.termination,
                                        retries: max(0, m.attempts - 1))
         AccessLog.http(context, timings: timings, status: m.status, bytes: bytesToClient,
@@ -1044,6 +1104,8 @@ final class HTTPSession: EventHandler, ProxySession {
 final class HTTPExchangeState {
     var requestBody = BodyProgress.done
     var responseBody = BodyProgress.done
+    /// The backend routing chose for this exchange (index in the loop's arrays).
+    var backendIndex = 0
     var table: BackendTable?
     var server: Server?
     var serverOutSent = 0

@@ -85,6 +85,12 @@ final class IdlePool: EventHandler {
         }
     }
 
+    /// A backend was created (publishRoutes): its lists start empty.
+    func addBackend(_ table: BackendTable) {
+        tables.append(table)
+        lists.append(table.servers.map { _ in [] })
+    }
+
     /// The worker installed a new table for `backend`: connections to servers that are
     /// still in it keep waiting (at their new index), the others are closed.
     func tableChanged(backend: Int, to table: BackendTable) {

@@ -47,12 +47,13 @@ public final class Proxy: @unchecked Sendable {
     public let configuration: Configuration
     let shared: ProxyShared
     let frontends: [FrontendRuntime]
-    let backendCounters: [BackendCounters]
-    private var workers: [ProxyWorker] = []
+    /// Every backend's counters, by index. Grows when publishRoutes creates a backend.
+    var backendCounters: [BackendCounters] { publishLock.withLock { $0.counters } }
+    private(set) var workers: [ProxyWorker] = []
     private var threads: [LoopThread] = []
-    private let publishLock = Mutex<PublishState>(PublishState())
+    let publishLock = Mutex<PublishState>(PublishState())
     /// The active health checks, run on the loops (HealthCheck.swift).
-    private var healthChecks: HealthChecks!
+    private(set) var healthChecks: HealthChecks!
     public private(set) var boundAddresses: [BoundAddress] = []
     private var started = false
     /// When the proxy was built (monotonic ns, and wall-clock ms): uptime and lastchg.
@@ -64,6 +65,13 @@ public final class Proxy: @unchecked Sendable {
         var backendConfigs: [BackendConfig] = []
         var generation: UInt64 = 0
         var healthRegistry: [String: ServerHealth] = [:]
+        /// Backend counters, by index: the backend arrays only grow, so an index stays valid.
+        var counters: [BackendCounters] = []
+        /// Per frontend: its routing table and the routes discovery last published.
+        var routing: [RoutingTable] = []
+        var routes: [[ServiceRoute]] = []
+        /// Backends publishRoutes created (named after their service).
+        var routedBackends: Set<String> = []
     }
 
     /// Table generations published since start (for stats and logs).
@@ -82,7 +90,12 @@ public final class Proxy: @unchecked Sendable {
             frontends.append(FrontendRuntime(index: i, config: frontend, backendIndex: backendIndex, loops: loops))
         }
         self.frontends = frontends
-        self.backendCounters = configuration.backends.map { BackendCounters(name: $0.name, loops: loops) }
+        let counters = configuration.backends.map { BackendCounters(name: $0.name, loops: loops) }
+        let backendNames = Dictionary(configuration.backends.enumerated().map { ($1.name, $0) }, uniquingKeysWith: { a, _ in a })
+        let routing = frontends.map { f in
+            RoutingTable(generation: 1, routing: f.config.routing, routes: [], defaultBackend: f.backendIndex,
+                         backendIndex: { backendNames[$0] })
+        }
 
         var initial: [BackendTable] = []
         try publishLock.withLock { state in
@@ -94,12 +107,15 @@ public final class Proxy: @unchecked Sendable {
             }
             state.tables = initial
             state.backendConfigs = configuration.backends
+            state.counters = counters
+            state.routing = routing
+            state.routes = frontends.map { _ in [] }
         }
 
         for index in 0..<max(1, options.threads) {
             let loop = try EventLoop(index: index)
             workers.append(ProxyWorker(loop: loop, shared: shared, frontends: frontends,
-                                       backendCounters: backendCounters, tables: initial, splice: options.splice,
+                                       backendCounters: counters, tables: initial, routing: routing, splice: options.splice,
                                        spliceThreshold: options.spliceThreshold))
             workers[index].log.sink = options.logSink
         }
@@ -285,13 +301,41 @@ public final class Proxy: @unchecked Sendable {
     /// from the last published tables (discovery included). What /haproxy.cfg exports.
     public func liveConfiguration() -> Configuration {
         var live = configuration
-        let (configs, tables) = publishLock.withLock { ($0.backendConfigs, $0.tables) }
+        let (configs, tables, routing) = publishLock.withLock { ($0.backendConfigs, $0.tables, $0.routing) }
+        // Discovered routes follow the file's use_backend rules, as they are evaluated.
+        for (i, table) in routing.enumerated() where i < live.frontends.count {
+            live.frontends[i].routing.useBackend += RoutingTable.exportRules(table.routesInOrder)
+        }
         live.backends = zip(configs, tables).map { config, table in
             var backend = config
             backend.servers = table.servers.map(\.config)
             return backend
         }
         return live
+    }
+
+    /// Hands every loop the backend arrays as they are now (grown by publishRoutes) and
+    /// waits until each has them, like `publish`. The arrays only grow, so a loop appends
+    /// what it lacks, whatever order two such tasks arrive in.
+    func handOut(_ work: @escaping @Sendable (ProxyWorker) -> Void) {
+        let applied = Atomic<Int>(0)
+        for worker in workers {
+            worker.loop.execute {
+                work(worker)
+                applied.add(1, ordering: .releasing)
+            }
+        }
+        guard started else { return }
+        let deadline = Posix.monotonicNanoseconds() + 1_000_000_000
+        while applied.load(ordering: .acquiring) < workers.count && Posix.monotonicNanoseconds() < deadline {
+            Posix.sleep(milliseconds: 1)
+        }
+    }
+
+    /// The discovered routes of frontend `name` now, in matching order.
+    public func routes(frontend name: String) -> [ServiceRoute] {
+        guard let f = frontends.firstIndex(where: { $0.config.name == name }) else { return [] }
+        return publishLock.withLock { $0.routing[f].routesInOrder }
     }
 
     /// Tables, the backend settings they were built with, and the generation, read at once.

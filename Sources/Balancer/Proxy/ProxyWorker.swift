@@ -5,10 +5,15 @@ final class ProxyWorker: @unchecked Sendable {
     let loop: EventLoop
     let shared: ProxyShared
     let frontends: [FrontendRuntime]
-    let backendCounters: [BackendCounters]
+    /// Counters per backend; grows (by a task) when publishRoutes creates a backend.
+    private(set) var backendCounters: [BackendCounters]
     /// This loop's view of each backend's current table. Replaced by a task posted from
     /// the publishing thread, so reading it per connection takes no lock and no atomic.
     var tables: [BackendTable]
+    /// Per frontend: the routing table requests are decided with (swapped like `tables`).
+    private(set) var routing: [RoutingTable]
+    /// Where a decision writes its request edits; reused by every request of the loop.
+    let routingScratch: RoutingScratch
     var listeners: [Listener] = []
     let pool: TransferPool
     let log = LogBuffer()
@@ -37,14 +42,14 @@ final class ProxyWorker: @unchecked Sendable {
     private var exchangeStates: [HTTPExchangeState] = []
     /// As many as the pool keeps large buffers: exchanges in flight at once.
     static let exchangeStatesKept = 128
-    /// Per frontend: the timeouts and retry rules its HTTP connections share; rebuilt
-    /// when its backend's table changes.
-    private(set) var httpSettings: [HTTPSessionSettings]
+    /// [frontend][backend]: the timeouts and retry rules an exchange of that frontend
+    /// routed to that backend uses; a column is rebuilt when its backend's table changes.
+    private(set) var httpSettings: [[HTTPSessionSettings]]
     /// The process is shutting down: HTTP responses say `Connection: close`.
     var stopping = false
 
     init(loop: EventLoop, shared: ProxyShared, frontends: [FrontendRuntime], backendCounters: [BackendCounters],
-         tables: [BackendTable], splice: Bool, spliceThreshold: Int = 16 * 1024,
+         tables: [BackendTable], routing: [RoutingTable], splice: Bool, spliceThreshold: Int = 16 * 1024,
          httpLimits: HTTPHeadParser.Limits = .init()) {
         self.spliceThreshold = spliceThreshold
         self.loop = loop
@@ -53,7 +58,9 @@ final class ProxyWorker: @unchecked Sendable {
         self.splice = splice
         self.httpLimits = httpLimits
         self.requestParser = HTTPHeadParser(kind: .request, limits: httpLimits)
-        self.httpSettings = frontends.map { HTTPSessionSettings(frontend: $0.config, backend: tables[$0.backendIndex].settings) }
+        self.httpSettings = frontends.map { f in tables.map { HTTPSessionSettings(frontend: f.config, backend: $0.settings) } }
+        self.routing = routing
+        self.routingScratch = RoutingScratch(capacity: httpLimits.maxHeadBytes)
         self.responseParser = HTTPHeadParser(kind: .response)
         peerText.reserveCapacity(64)
         self.idlePool = IdlePool(loop: loop, tables: tables)
@@ -77,12 +84,35 @@ final class ProxyWorker: @unchecked Sendable {
     /// Makes `table` this loop's current table of backend `index` (from a task posted by
     /// the publishing thread). Idle server connections follow their servers.
     func install(_ table: BackendTable, backend index: Int) {
-        guard table.generation > tables[index].generation else { return }
+        // A backend publishRoutes just created reaches this loop by addBackends, which
+        // was posted first; until then there is nothing to replace.
+        guard index < tables.count, table.generation > tables[index].generation else { return }
         tables[index] = table
         idlePool.tableChanged(backend: index, to: table)
-        for frontend in frontends where frontend.backendIndex == index {
-            httpSettings[frontend.index] = HTTPSessionSettings(frontend: frontend.config, backend: table.settings)
+        for frontend in frontends {
+            httpSettings[frontend.index][index] = HTTPSessionSettings(frontend: frontend.config, backend: table.settings)
         }
+    }
+
+    /// Takes the backends this loop does not have yet from the proxy's grown arrays (a
+    /// task from publishRoutes). The arrays only grow, so whichever of two such tasks
+    /// comes first, the loop ends up with every backend, each at its index.
+    func addBackends(tables all: [BackendTable], counters: [BackendCounters]) {
+        guard all.count > tables.count else { return }
+        for index in tables.count..<all.count {
+            tables.append(all[index])
+            backendCounters.append(counters[index])
+            idlePool.addBackend(all[index])
+            for frontend in frontends {
+                httpSettings[frontend.index].append(HTTPSessionSettings(frontend: frontend.config, backend: all[index].settings))
+            }
+        }
+    }
+
+    /// Makes `table` the routing of frontend `index` (a task from publishRoutes).
+    func installRouting(_ table: RoutingTable, frontend index: Int) {
+        guard table.generation > routing[index].generation else { return }
+        routing[index] = table
     }
 
     func takeExchangeState() -> HTTPExchangeState {
