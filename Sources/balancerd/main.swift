@@ -42,10 +42,13 @@ case .check:
 case .exportHAProxy:
     do {
         var configuration = try options.configuration()
+        let routes = try DiscoveryRunner.routeSnapshot(configuration, consul: options.consulReadPolicy, timeout: .seconds(5))
         configuration = DiscoveryRunner.snapshot(configuration, consul: options.consulReadPolicy, timeout: .seconds(5))
-        // Discovered routes (--routes-from-tags, `discovery consul URL routes`) are
-        // exported by the router's writer once it exists; DiscoveryRunner.routeSnapshot
-        // provides them.
+        // Discovered routes (--routes-from-tags, `discovery consul URL routes`): one snapshot,
+        // written as the running proxy writes them at /haproxy.cfg.
+        for (frontend, set) in routes.sorted(by: { $0.key < $1.key }) {
+            configuration = configuration.applyingRoutes(set, frontend: frontend)
+        }
         let source = options.configPath.map { "from \($0)" } ?? "from the command line"
         print(HAProxyWriter.write(configuration, header: [
             "haproxy.cfg exported by balancerd \(version) \(source)",
@@ -140,12 +143,7 @@ do {
 if !discovery.isEmpty {
     discovery.start(publishingInto: proxy)
     if discovery.hasRoutes {
-        // Proxy is the RoutePublisher of the router (issue 10); until that is merged this
-        // build has nothing to publish routes into.
-        guard let router = (proxy as Any) as? any RoutePublisher else {
-            fail("balancerd: this build cannot route by host and path yet (--routes-from-tags, discovery ... routes)", code: 1)
-        }
-        discovery.startRoutes(publishingInto: router)
+        discovery.startRoutes(publishingInto: proxy)
     }
     discovery.waitForFirstAnswers(timeout: .seconds(3))
 }

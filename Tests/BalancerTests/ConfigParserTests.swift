@@ -1019,4 +1019,35 @@ final class ConfigParserTests: XCTestCase {
     private func tokenize(_ line: String) throws -> [String] {
         try HAProxyParser.tokenize(Substring(line).unicodeScalars, file: "t", line: 1)
     }
+
+    // MARK: routes from Consul tags (issue 10)
+
+    func testDiscoveryRoutesLineInAFrontend() throws {
+        let configuration = try parse("""
+            defaults
+                mode http
+            frontend www
+                bind :80
+                discovery consul http://127.0.0.1:8500 routes tag-prefix fabio- stale dc east token t0k
+                default_backend fallback
+            backend fallback
+                server s1 127.0.0.1:8080
+            """)
+        XCTAssertEqual(configuration.frontends[0].routes,
+                       RouteDiscoveryConfig(url: "http://127.0.0.1:8500", tagPrefix: "fabio-", stale: true, token: "t0k", datacenter: "east"))
+        let plain = try parse("defaults\n mode http\nlisten web\n bind :80\n discovery consul http://c:8500 routes\n")
+        XCTAssertEqual(plain.frontends[0].routes, RouteDiscoveryConfig(url: "http://c:8500"))
+    }
+
+    func testDiscoveryRoutesLineErrors() {
+        assertError("defaults\n mode http\nbackend be\n discovery consul http://c:8500 routes\n", line: 4,
+                    keyword: "discovery consul ... routes", "not allowed in a backend section")
+        assertError("frontend fe\n bind :80\n mode tcp\n discovery consul http://c:8500 routes\n default_backend be\nbackend be\n",
+                    line: 4, keyword: "discovery consul ... routes", "need 'mode http'")
+        assertError("defaults\n mode http\nfrontend fe\n bind :80\n discovery consul http://c:8500 routes color blue\n", line: 5,
+                    keyword: "color", "unknown routes parameter 'color'")
+        assertError("defaults\n mode http\nfrontend fe\n bind :80\n discovery consul https://c:8500 routes\n", line: 5,
+                    keyword: "discovery consul", "must start with http://")
+    }
+
 }

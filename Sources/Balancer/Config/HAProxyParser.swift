@@ -275,6 +275,8 @@ extension HAProxyParser {
         /// `acl`, `use_backend`, `http-request` lines, and the lines they came from.
         var routing = FrontendRouting()
         var routingLines: [Int] = []
+        /// `discovery consul URL routes ...` (frontend side) and its line.
+        var routes: (config: RouteDiscoveryConfig, line: Int)?
         var useBackendLines: [Int] = []
     }
 
@@ -602,6 +604,12 @@ extension HAProxyParser {
                 default:
                     throw error(line, "stats \(words[1])", "'stats \(words[1])' is not supported (enable, uri, refresh, auth, admin and realm are)")
                 }
+            case "discovery" where words.count >= 4 && words[1] == "consul" && words[3] == "routes":
+                // balancerd extension: this frontend routes by host and path from the tags of
+                // every Consul service (fabio's urlprefix-), see RouteDiscoveryConfig.
+                guard proxy.kind == .frontend || proxy.kind == .listen else { throw misplaced(line, "discovery consul ... routes", proxy.kind) }
+                guard proxy.routes == nil else { throw error(line, keyword, "only one route source per frontend") }
+                proxy.routes = (try routeDiscovery(words, line: line), line)
             case "discovery":
                 guard proxy.kind.isBackSide else { throw misplaced(line, keyword, proxy.kind) }
                 guard proxy.discovery == nil else { throw error(line, keyword, "only one discovery source per backend") }
@@ -680,6 +688,37 @@ extension HAProxyParser {
             default:
                 throw error(line, "discovery \(kind)", "unknown discovery source '\(kind)' (expected consul or etcd)")
             }
+        }
+
+        /// `discovery consul URL routes [tag-prefix P] [stale] [dc DC] [token T]`.
+        func routeDiscovery(_ words: [String], line: Int) throws(ConfigurationError) -> RouteDiscoveryConfig {
+            let url = words[2]
+            guard url.hasPrefix("http://") else {
+                throw error(line, "discovery consul", "URL must start with http:// (got '\(url)')")
+            }
+            var config = RouteDiscoveryConfig(url: url)
+            var seen = Set<String>()
+            var i = 4
+            while i < words.count {
+                let key = words[i]
+                guard seen.insert(key).inserted else { throw error(line, key, "'\(key)' given twice") }
+                if key == "stale" {
+                    config.stale = true
+                    i += 1
+                    continue
+                }
+                guard ["tag-prefix", "dc", "token"].contains(key) else {
+                    throw error(line, key, "unknown routes parameter '\(key)' (expected tag-prefix, stale, dc, token)")
+                }
+                guard i + 1 < words.count, !words[i + 1].isEmpty else { throw error(line, key, "'\(key)' needs a value") }
+                switch key {
+                case "tag-prefix": config.tagPrefix = words[i + 1]
+                case "dc": config.datacenter = words[i + 1]
+                default: config.token = words[i + 1]
+                }
+                i += 2
+            }
+            return config
         }
 
         /// Keywords that `defaults` shares with the proxy sections.
@@ -1203,6 +1242,9 @@ extension HAProxyParser {
                     throw error(target.line, "default_backend",
                                 "frontend '\(proxy.name)' is in \(proxy.settings.mode.rawValue) mode but backend '\(target.name)' is in \(backend.config.mode.rawValue) mode")
                 }
+                if let routes = proxy.routes, proxy.settings.mode != .http {
+                    throw error(routes.line, "discovery consul ... routes", "routes by host and path need 'mode http' in \(keyword) '\(proxy.name)'")
+                }
                 if let first = proxy.routingLines.first, proxy.settings.mode != .http {
                     throw error(first, keyword, "acl, use_backend and http-request need 'mode http' in \(keyword) '\(proxy.name)'")
                 }
@@ -1220,6 +1262,7 @@ extension HAProxyParser {
                     // As in haproxy, `option forwardfor` on either side adds the header.
                     forwardFor: proxy.settings.forwardFor || backend.forwardFor,
                     errorFiles: proxy.settings.errorFiles, routing: proxy.routing))
+                frontends[frontends.count - 1].routes = proxy.routes?.config
             }
             // No frontend is valid, as for haproxy (Debian's default haproxy.cfg has none):
             // such a file checks and exports, and `balancerd --config` says it has nothing

@@ -87,13 +87,16 @@ public final class Proxy: @unchecked Sendable {
             guard let backendIndex = configuration.backends.firstIndex(where: { $0.name == frontend.defaultBackend }) else {
                 throw ProxyError("frontend '\(frontend.name)': no backend named '\(frontend.defaultBackend)'")
             }
-            frontends.append(FrontendRuntime(index: i, config: frontend, backendIndex: backendIndex, loops: loops))
+            let fallback = configuration.backends[backendIndex]
+            let routesOnly = frontend.routes != nil && fallback.servers.isEmpty && fallback.discovery == nil
+            frontends.append(FrontendRuntime(index: i, config: frontend, backendIndex: backendIndex,
+                                             fallbackBackend: routesOnly ? -1 : backendIndex, loops: loops))
         }
         self.frontends = frontends
         let counters = configuration.backends.map { BackendCounters(name: $0.name, loops: loops) }
         let backendNames = Dictionary(configuration.backends.enumerated().map { ($1.name, $0) }, uniquingKeysWith: { a, _ in a })
         let routing = frontends.map { f in
-            RoutingTable(generation: 1, routing: f.config.routing, routes: [], defaultBackend: f.backendIndex,
+            RoutingTable(generation: 1, routing: f.config.routing, routes: [], defaultBackend: f.fallbackBackend,
                          backendIndex: { backendNames[$0] })
         }
 
@@ -306,11 +309,16 @@ public final class Proxy: @unchecked Sendable {
         for (i, table) in routing.enumerated() where i < live.frontends.count {
             live.frontends[i].routing.useBackend += RoutingTable.exportRules(table.routesInOrder)
         }
-        live.backends = zip(configs, tables).map { config, table in
+        let backends = zip(configs, tables).map { config, table in
             var backend = config
             backend.servers = table.servers.map(\.config)
             return backend
         }
+        // The file's backends in their order, then the ones routes created, by name: they
+        // were created in the order their services showed up, which differs from instance
+        // to instance, and N balancerd on one Consul should export the same file.
+        let fromFile = configuration.backends.count
+        live.backends = Array(backends.prefix(fromFile)) + backends.dropFirst(fromFile).sorted { $0.name < $1.name }
         return live
     }
 

@@ -67,6 +67,10 @@ public final class FrontendRuntime: Sendable {
     public let config: Frontend
     let nameBytes: [UInt8]
     public let backendIndex: Int
+    /// Where an HTTP request that no rule or route matched goes: the default backend, or
+    /// -1 (404) for a frontend that routes from Consul tags and whose default backend has no
+    /// servers of its own (fabio's behaviour: an unknown route is not found, not 503).
+    public let fallbackBackend: Int
     let clientTimeout: Int64
     public let current = Atomic<Int>(0)
     public let total = Atomic<Int>(0)
@@ -74,12 +78,13 @@ public final class FrontendRuntime: Sendable {
     public let maxCurrent = Atomic<Int>(0)
     public let stats: StatCounters
 
-    init(index: Int, config: Frontend, backendIndex: Int, loops: Int) {
+    init(index: Int, config: Frontend, backendIndex: Int, fallbackBackend: Int, loops: Int) {
         self.stats = StatCounters(loops: loops)
         self.index = index
         self.config = config
         self.nameBytes = Array(config.name.utf8)
         self.backendIndex = backendIndex
+        self.fallbackBackend = fallbackBackend
         self.clientTimeout = config.timeouts.client.nanoseconds
     }
 }

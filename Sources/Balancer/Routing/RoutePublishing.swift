@@ -59,7 +59,7 @@ extension Proxy: RoutePublisher {
             guard state.routes[f] != routes else { return nil }
             let names = Dictionary(state.backendConfigs.enumerated().map { ($1.name, $0) }, uniquingKeysWith: { a, _ in a })
             let table = RoutingTable(generation: state.routing[f].generation + 1, routing: frontend.config.routing,
-                                     routes: routes, defaultBackend: frontend.backendIndex, backendIndex: { names[$0] })
+                                     routes: routes, defaultBackend: frontend.fallbackBackend, backendIndex: { names[$0] })
             state.routes[f] = routes
             state.routing[f] = table
             return table
@@ -67,5 +67,37 @@ extension Proxy: RoutePublisher {
         if let table {
             handOut { worker in worker.installRouting(table, frontend: f) }
         }
+    }
+}
+
+extension Configuration {
+    /// This configuration with `set` routed on frontend `name`, as `balancerd export-haproxy`
+    /// writes one snapshot of a route source: a backend per routed service (the settings of
+    /// the frontend's default backend, the service's servers) and a `use_backend` rule per
+    /// route after the file's own, in the order the router tries them. The same rules
+    /// `/haproxy.cfg` writes for a running proxy.
+    public func applyingRoutes(_ set: RouteSet, frontend name: String) -> Configuration {
+        guard let f = frontends.firstIndex(where: { $0.name == name }) else { return self }
+        var result = self
+        let routes = set.routes.filter { set.services[$0.service] != nil }
+        let template = backend(named: frontends[f].defaultBackend) ?? BackendConfig(name: name, mode: .http)
+        for service in Set(routes.map(\.service)).sorted() {
+            guard let servers = set.services[service]?.servers else { continue }
+            if let existing = result.backends.firstIndex(where: { $0.name == service }) {
+                // A file backend of the same name: the route source feeds it (publishRoutes).
+                if result.backends[existing].discovery == nil { result.backends[existing].servers = servers }
+                continue
+            }
+            var config = template
+            config.name = service
+            config.mode = .http
+            config.servers = servers
+            config.discovery = nil
+            result.backends.append(config)
+        }
+        let order = RoutingTable(generation: 0, routing: FrontendRouting(), routes: routes, defaultBackend: -1,
+                                 backendIndex: { _ in 0 }).routesInOrder
+        result.frontends[f].routing.useBackend += RoutingTable.exportRules(order)
+        return result
     }
 }
