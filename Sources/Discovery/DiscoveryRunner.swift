@@ -79,10 +79,10 @@ public final class DiscoveryRunner: Sendable {
         for backend in configuration.backends {
             guard let discovery = backend.discovery else { continue }
             switch discovery {
-            case .consul(let url, let service, let tag, let datacenter, let token):
+            case .consul(let url, let service, let tag, let datacenter, let token, let stale):
                 var options = ConsulSource.Options(url: url, service: service, tag: tag, datacenter: datacenter,
                                                    token: token ?? environmentToken)
-                options.stale = consul.stale
+                options.stale = stale || consul.stale
                 options.maxStale = consul.maxStale
                 options.log = log
                 sources.append((backend.name, try ConsulSource(options: options)))

@@ -1050,4 +1050,20 @@ final class ConfigParserTests: XCTestCase {
                     keyword: "discovery consul", "must start with http://")
     }
 
+
+    func testDiscoveryConsulStaleInABackend() throws {
+        let configuration = try parse("""
+            defaults
+                mode http
+            frontend www
+                bind :80
+                default_backend web
+            backend web
+                discovery consul http://127.0.0.1:8500 service web stale tag prod
+            """)
+        XCTAssertEqual(configuration.backends[0].discovery,
+                       .consul(url: "http://127.0.0.1:8500", service: "web", tag: "prod", datacenter: nil, token: nil, stale: true))
+        assertError("backend be\n discovery consul http://c:8500 service web stale stale\n", line: 2, keyword: "stale", "given twice")
+    }
+
 }

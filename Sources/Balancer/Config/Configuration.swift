@@ -371,7 +371,7 @@ public struct BackendConfig: Sendable, Equatable {
 /// after) the `server` lines of the file.
 public enum DiscoveryConfig: Sendable, Equatable {
     /// Consul's health API: the passing instances of `service` (with `tag`, in `datacenter`).
-    case consul(url: String, service: String, tag: String?, datacenter: String?, token: String?)
+    case consul(url: String, service: String, tag: String?, datacenter: String?, token: String?, stale: Bool = false)
     /// etcd v3 (JSON gateway): every key under `prefix` holds `host:port` (registrator's layout).
     case etcd(url: String, prefix: String)
 }

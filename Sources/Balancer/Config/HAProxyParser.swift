@@ -664,9 +664,17 @@ extension HAProxyParser {
                 throw error(line, "discovery \(kind)", "URL must start with http:// (got '\(url)')")
             }
             var options: [String: String] = [:]
+            var stale = false
             var i = 3
             while i < words.count {
                 let key = words[i]
+                if key == "stale" && kind == "consul" {
+                    // `?stale` reads: any Consul server answers (see ConsulReadPolicy).
+                    guard !stale else { throw error(line, key, "'\(key)' given twice") }
+                    stale = true
+                    i += 1
+                    continue
+                }
                 guard i + 1 < words.count else { throw error(line, key, "'\(key)' needs a value") }
                 guard options[key] == nil else { throw error(line, key, "'\(key)' given twice") }
                 options[key] = words[i + 1]
@@ -675,10 +683,11 @@ extension HAProxyParser {
             switch kind {
             case "consul":
                 for key in options.keys where !["service", "tag", "dc", "token"].contains(key) {
-                    throw error(line, key, "unknown consul parameter '\(key)' (expected service, tag, dc, token)")
+                    throw error(line, key, "unknown consul parameter '\(key)' (expected service, tag, dc, token, stale)")
                 }
                 guard let service = options["service"] else { throw error(line, "discovery consul", "missing 'service NAME'") }
-                return .consul(url: url, service: service, tag: options["tag"], datacenter: options["dc"], token: options["token"])
+                return .consul(url: url, service: service, tag: options["tag"], datacenter: options["dc"], token: options["token"],
+                               stale: stale)
             case "etcd":
                 for key in options.keys where key != "prefix" {
                     throw error(line, key, "unknown etcd parameter '\(key)' (expected prefix)")

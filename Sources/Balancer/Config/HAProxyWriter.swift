@@ -256,7 +256,7 @@ public enum HAProxyWriter {
 
     static func describe(_ discovery: DiscoveryConfig) -> String {
         switch discovery {
-        case .consul(let url, let service, let tag, let datacenter, _):
+        case .consul(let url, let service, let tag, let datacenter, _, _):
             var text = "consul \(url) service \(service)"
             if let tag { text += " tag \(tag)" }
             if let datacenter { text += " dc \(datacenter)" }
