@@ -1,3 +1,4 @@
+import TestSupport
 import XCTest
 @testable import Balancer
 
@@ -144,7 +145,7 @@ final class RoutingMatcherTests: XCTestCase {
     }
 
     func testRoutesAgainstNaiveReference() {
-        var rng = SystemRandomNumberGenerator()
+        var rng = SeededGenerator(seed: 0x5EED_0A11)   // seeded: a failure reproduces
         let labels = ["a", "b", "api", "x"]
         let segments = ["", "/", "/v", "/v1", "/v1/", "/v1/x", "/w"]
         for round in 0..<300 {
@@ -179,7 +180,7 @@ final class RoutingMatcherTests: XCTestCase {
     /// haproxy's `-m dir`/`-m dom` written as "some run of whole words equals the pattern
     /// without its outer delimiters", against the scanning implementation.
     func testWordMatchesAgainstNaiveReference() {
-        var rng = SystemRandomNumberGenerator()
+        var rng = SeededGenerator(seed: 0x5EED_0A11)   // seeded: a failure reproduces
         let pieces = ["a", "b", "ab", ".", "/", ":", "?", "A"]
         for _ in 0..<3000 {
             let domain = Bool.random(using: &rng)

@@ -109,7 +109,7 @@ final class ConsulRoutesTests: XCTestCase {
             balancers.append((balancer, try balancer.statsPort()))
         }
         // The burst: 50 changes over 5 services and 10 instance ids, seeded so it repeats.
-        var generator = SplitMix64(seed: 10)
+        var generator = SeededGenerator(seed: 10)
         var registered = Set<String>()
         for _ in 0..<50 {
             let service = Int(generator.next() % 5), slot = Int(generator.next() % 2)
@@ -148,18 +148,5 @@ final class ConsulRoutesTests: XCTestCase {
         let response = try connection.readResponse(timeout: 5)
         guard response.status == 200 else { throw TestSupportError("GET \(path): \(response.status)") }
         return response.bodyText
-    }
-}
-
-/// A small seeded generator, so the burst is the same on every run.
-struct SplitMix64 {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }
