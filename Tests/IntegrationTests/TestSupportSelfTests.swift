@@ -140,6 +140,55 @@ final class SupportSelfTests: XCTestCase {
         _ = held
     }
 
+    /// The TLS helpers end to end: curl trusts the self-signed certificate (and, for the
+    /// CA-signed one, only its authority) against the TLS test server, which stamps its name
+    /// and the SNI it saw; s_client and x509 read the same names from the wire and the file.
+    func testTLSCertificatesAgainstTLSTestServer() throws {
+        let certs = try TLSCertificates()
+        let selfSigned = try certs.selfSigned("a.tls.test", alternativeNames: ["www.a.tls.test", "127.0.0.1"])
+        let names = try TLSCertificates.names(ofPEM: selfSigned.pemPath)
+        XCTAssertEqual(names.commonName, "a.tls.test")
+        XCTAssertEqual(names.dnsNames, ["a.tls.test", "www.a.tls.test"])
+        XCTAssertEqual(names.ipAddresses, ["127.0.0.1"])
+        let authority = try certs.authority()
+        let leaf = try certs.issue("b.tls.test", by: authority, key: .ecdsaP256)
+        XCTAssertEqual(leaf.trustPath, authority.certificatePath)
+
+        let a = try TLSTestServer(name: "tls-a", certificate: selfSigned)
+        let b = try TLSTestServer(name: "tls-b", certificate: leaf)
+        defer { a.stop(); b.stop() }
+
+        // `-D -`: the head (CRLF lines) then the body, on stdout.
+        func curl(_ host: String, _ server: TLSTestServer, trusting trust: String) throws -> (exitCode: Int32, lines: [String], text: String) {
+            let r = try runProcess("/usr/bin/curl", ["-sS", "-D", "-", "--max-time", "10", "--cacert", trust,
+                                             "--resolve", "\(host):\(server.port):127.0.0.1", "https://\(host):\(server.port)/"])
+            return (r.exitCode, r.stdout.map { $0.trimmingCharacters(in: .whitespacesAndNewlines) }, r.allText)
+        }
+        let fromA = try curl("www.a.tls.test", a, trusting: selfSigned.trustPath)
+        XCTAssertEqual(fromA.exitCode, 0, fromA.text)
+        XCTAssertEqual(fromA.lines.last, "tls-a", fromA.text)
+        XCTAssertTrue(fromA.lines.contains("X-TLS-SNI: www.a.tls.test"), fromA.text)
+        XCTAssertTrue(fromA.lines.contains("X-TLS-Protocol: TLSv1.3"), fromA.text)
+
+        let fromB = try curl("b.tls.test", b, trusting: authority.certificatePath)
+        XCTAssertEqual(fromB.exitCode, 0, fromB.text)
+        XCTAssertEqual(fromB.lines.last, "tls-b", fromB.text)
+        // curl's 60: the peer's certificate cannot be verified with the given CA.
+        let untrusted = try curl("b.tls.test", b, trusting: selfSigned.trustPath)
+        XCTAssertEqual(untrusted.exitCode, 60, untrusted.text)
+
+        let tls12 = try TLSCertificates.handshake(port: a.port, serverName: "a.tls.test", alpn: ["http/1.1"],
+                                                  extraArguments: ["-tls1_2"])
+        XCTAssertEqual(tls12.protocolVersion, "TLSv1.2")
+        XCTAssertEqual(tls12.alpn, "http/1.1")
+        XCTAssertEqual(tls12.names, names)
+        let tls13 = try TLSCertificates.handshake(port: b.port, serverName: nil)
+        XCTAssertEqual(tls13.protocolVersion, "TLSv1.3")
+        XCTAssertNil(tls13.alpn)
+        XCTAssertEqual(tls13.names.commonName, "b.tls.test")
+        XCTAssertThrowsError(try TLSCertificates.handshake(port: a.port, serverName: nil, extraArguments: ["-tls1_1"]))
+    }
+
     func testTempConfig() throws {
         let f = try TempConfigFile("a\n")
         try f.rewrite("b\n")
