@@ -45,7 +45,32 @@ SCENARIOS = {
     "tcp_keepalive": ("tcp", "TCP keep-alive, small responses", "/", "conns", []),
     "tcp_close": ("tcp", "TCP new connection per request", "/", "conns", ["-H", "Connection: close"]),
     "tcp_64k": ("tcp", "TCP keep-alive, 64 KiB responses", "/64k", "conns", []),
+    # An HTTPS frontend (HTTP mode, the same backends); wrk handshakes once per connection.
+    "https_keepalive": ("https", "HTTPS keep-alive, small responses (RSA 2048)", "/", "conns", []),
 }
+
+# The TLS cases that are not wrk scenarios (https_keepalive is one): see tls_handshakes()
+# and the 1 GiB download over TLS in run().
+TLS_CASES = ["https_keepalive", "tls_handshakes", "tls_download"]
+# Certificates made once per run with `openssl req`. RSA 2048 serves every TLS case; full
+# handshakes are also measured with ECDSA P-256, what most public sites serve, whose
+# signature costs the server far less (resumed handshakes sign nothing, bulk transfer
+# depends only on the cipher).
+TLS_KEYS = {
+    "rsa2048": ("RSA 2048", ["-newkey", "rsa:2048"]),
+    "p256": ("ECDSA P-256", ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"]),
+}
+# tls_handshakes variants: key -> (label, s_time mode, certificate key).
+HANDSHAKES = {
+    "full_rsa2048": ("new TLS connections, full handshake, RSA 2048", "-new", "rsa2048"),
+    "full_p256": ("new TLS connections, full handshake, ECDSA P-256", "-new", "p256"),
+    "resumed": ("new TLS connections, resumed session, RSA 2048", "-reuse", "rsa2048"),
+}
+TLS_NAME = "bench.test"
+
+
+class Unsupported(Exception):
+    """A proxy that refuses a configuration (balancerd before TLS lands: `--tls-cert`)."""
 
 # --------------------------------------------------------------------------------------
 # processes
@@ -187,9 +212,10 @@ http {{
 """
 
 
-def haproxy_like_conf(kind, mode, port, b1, b2):
+def haproxy_like_conf(kind, mode, port, b1, b2, bind_options=""):
     """The same haproxy.cfg for haproxy and balancerd (which reads haproxy's language);
-    haproxy alone gets `http-reuse always`, a keyword balancerd does not take."""
+    haproxy alone gets `http-reuse always`, a keyword balancerd does not take.
+    `bind_options` ends the bind line (`ssl crt PEM alpn http/1.1`)."""
     lines = [
         "global",
         "    # haproxy refuses to start when it cannot raise the fd limit to about 2 x maxconn;",
@@ -208,7 +234,7 @@ def haproxy_like_conf(kind, mode, port, b1, b2):
             lines += ["    option http-keep-alive", "    http-reuse always"]
     lines += [
         "listen main",
-        f"    bind 127.0.0.1:{port}",
+        f"    bind 127.0.0.1:{port}{bind_options}",
         "    balance roundrobin",
         f"    server s1 127.0.0.1:{b1}",
         f"    server s2 127.0.0.1:{b2}",
@@ -216,7 +242,8 @@ def haproxy_like_conf(kind, mode, port, b1, b2):
     return "\n".join(lines) + "\n"
 
 
-def nginx_proxy_conf(work, name, mode, port, b1, b2, user_line):
+def nginx_proxy_conf(work, name, mode, port, b1, b2, user_line, tls=None):
+    """`tls`: (certificate, key) for an HTTPS listener."""
     head = f"""{user_line}
 {"load_module /usr/lib/nginx/modules/ngx_stream_module.so;" if mode == "tcp" else ""}
 worker_processes 1;
@@ -238,7 +265,8 @@ events {{ worker_connections 16000; }}
     proxy_temp_path {work}/{name}_proxy;
     upstream web {{ server 127.0.0.1:{b1}; server 127.0.0.1:{b2}; keepalive 6000; }}
     server {{
-        listen 127.0.0.1:{port};
+        listen 127.0.0.1:{port}{" ssl" if tls else ""};
+        {nginx_tls_lines(tls)}
         keepalive_requests 1000000;
         keepalive_timeout 75s;
         location / {{
@@ -252,6 +280,17 @@ events {{ worker_connections 16000; }}
 """
 
 
+def nginx_tls_lines(tls):
+    """nginx 1.22 (Debian 12) leaves TLS 1.3 out of its default ssl_protocols: named here
+    so that it negotiates what haproxy and balancerd do. Session tickets are on by default
+    (keys made at start); the shared cache serves session IDs, as haproxy's does."""
+    if not tls:
+        return ""
+    cert, key = tls
+    return (f"ssl_certificate {cert}; ssl_certificate_key {key}; ssl_protocols TLSv1.2 TLSv1.3; "
+            "ssl_session_cache shared:SSL:10m; ssl_session_tickets on;")
+
+
 class Bench:
     def __init__(self, args):
         self.args = args
@@ -259,7 +298,10 @@ class Bench:
         self.procs = Processes()
         self.user_line = "user root;" if os.getuid() == 0 else ""
         self.b1, self.b2 = free_port(), free_port()
-        self.instances = {}  # (kind, mode) -> (port, serving pid)
+        self.instances = {}  # (kind, mode) -> (port, serving pid); mode "https" or "https-p256" for TLS
+        self.certs = {}  # TLS_KEYS key -> {"crt", "key", "pem"}
+        self.unsupported = {}  # kind -> why it refused a TLS frontend
+        self.tls_peers = {}  # kind -> what one s_client handshake negotiated
 
     def write(self, name, text):
         path = os.path.join(self.work, name)
@@ -278,12 +320,21 @@ class Bench:
         wait_port(self.b1, proc)
         wait_port(self.b2, proc)
 
-    def start_proxy(self, kind, mode, name, env_extra=None, threads=1):
-        """Starts one proxy instance on a fresh port; returns (port, proc, serving pid)."""
+    def start_proxy(self, kind, mode, name, env_extra=None, threads=1, tls_key=None):
+        """Starts one proxy instance on a fresh port; returns (port, proc, serving pid).
+        With `tls_key` (a TLS_KEYS key) the frontend is HTTPS, HTTP mode, that certificate.
+        Raises Unsupported when balancerd refuses the TLS options."""
         port = free_port()
         env = dict(os.environ)
         env.update(env_extra or {})
-        if kind == "balancerd":
+        cert = self.certs[tls_key] if tls_key else None
+        if cert:
+            mode = "http"
+        if kind == "balancerd" and cert:
+            argv = [self.args.balancerd, "--mode", "http", "--listen", f"127.0.0.1:{port}", "--tls-cert", cert["pem"],
+                    "--server", f"127.0.0.1:{self.b1}", "--server", f"127.0.0.1:{self.b2}",
+                    "--threads", str(threads), "--quiet"]
+        elif kind == "balancerd":
             if mode == "http":
                 conf = self.write(f"{name}.cfg", haproxy_like_conf(kind, mode, port, self.b1, self.b2))
                 argv = [self.args.balancerd, "--config", conf, "--threads", str(threads), "--quiet"]
@@ -292,25 +343,121 @@ class Bench:
                         "--server", f"127.0.0.1:{self.b1}", "--server", f"127.0.0.1:{self.b2}",
                         "--threads", str(threads), "--quiet"]
         elif kind == "haproxy":
-            conf = self.write(f"{name}.cfg", haproxy_like_conf(kind, mode, port, self.b1, self.b2))
+            # haproxy's defaults keep TLS session tickets on and a 20,000-entry session cache.
+            bind = f" ssl crt {cert['pem']} alpn http/1.1" if cert else ""
+            conf = self.write(f"{name}.cfg", haproxy_like_conf(kind, mode, port, self.b1, self.b2, bind))
             argv = ["haproxy", "-f", conf, "-db"]
         else:
             conf = self.write(f"{name}.conf", nginx_proxy_conf(self.work, name, mode, port, self.b1, self.b2,
-                                                              self.user_line))
+                                                              self.user_line,
+                                                              (cert["crt"], cert["key"]) if cert else None))
             argv = ["nginx", "-p", self.work, "-c", conf]
-        proc = self.procs.start(argv, name, env=env, stderr_path=os.path.join(self.work, f"{name}.stderr"))
-        wait_port(port, proc)
+        stderr_path = os.path.join(self.work, f"{name}.stderr")
+        proc = self.procs.start(argv, name, env=env, stderr_path=stderr_path)
+        try:
+            wait_port(port, proc)
+        except RuntimeError as error:
+            if kind != "balancerd" or not cert or proc.poll() is None:
+                raise
+            # Exited at once: this build does not take --tls-cert yet (or refused the PEM).
+            self.procs.stop(proc)
+            with open(stderr_path, errors="replace") as f:
+                said = next((line.strip() for line in f if line.strip()), "")[:200]
+            raise Unsupported(said or str(error)) from error
         return port, proc, serving_pid(kind, proc)
+
+    # ----------------------------------------------------------------------------------
+    # TLS
+
+    def make_certificates(self):
+        """One certificate per TLS_KEYS key, for bench.test and 127.0.0.1, made once per
+        run; `pem` is certificate then key, as haproxy's `crt` and balancerd's `--tls-cert`
+        take it."""
+        os.makedirs(os.path.join(self.work, "tls"), exist_ok=True)
+        for key, (_, newkey) in TLS_KEYS.items():
+            base = os.path.join(self.work, "tls", key)
+            subprocess.run(["openssl", "req", "-x509", *newkey, "-nodes", "-subj", f"/CN={TLS_NAME}",
+                            "-addext", f"subjectAltName=DNS:{TLS_NAME},IP:127.0.0.1", "-days", "2",
+                            "-keyout", base + ".key", "-out", base + ".crt"],
+                           check=True, capture_output=True, timeout=60)
+            with open(base + ".pem", "w") as f:
+                f.write(open(base + ".crt").read() + open(base + ".key").read())
+            self.certs[key] = {"crt": base + ".crt", "key": base + ".key", "pem": base + ".pem"}
+
+    def check_tls(self, kind, port, tls_key):
+        """One `openssl s_client` handshake: the proxy serves our certificate; returns the
+        protocol, cipher and ALPN it negotiated."""
+        out = subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-servername", TLS_NAME,
+                              "-alpn", "http/1.1"], stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                             timeout=30).stdout
+        served = re.search(r"-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----", out, re.S)
+        with open(self.certs[tls_key]["crt"]) as f:
+            ours = f.read().strip()
+        if not served or served.group(0).strip() != ours:
+            raise RuntimeError(f"{kind} on port {port} does not serve the {tls_key} certificate:\n{out[-2000:]}")
+        m = re.search(r"^New, (\S+), Cipher is (\S+)", out, re.M)
+        alpn = re.search(r"^ALPN protocol: (\S+)", out, re.M)
+        return {"protocol": m.group(1) if m else None, "cipher": m.group(2) if m else None,
+                "alpn": alpn.group(1) if alpn else None}
+
+    def start_tls_instances(self, keys):
+        for kind in PROXIES:
+            for tls_key in keys:
+                mode = "https" if tls_key == "rsa2048" else f"https-{tls_key}"
+                try:
+                    port, _, pid = self.start_proxy(kind, "http", f"{kind}-{mode}", tls_key=tls_key)
+                except Unsupported as why:
+                    self.unsupported[kind] = str(why)
+                    log(f"{kind}: not supported by this build ({why})")
+                    break
+                self.instances[(kind, mode)] = (port, pid)
+                self.tls_peers.setdefault(kind, self.check_tls(kind, port, tls_key))
+                log(f"{kind} HTTPS ({TLS_KEYS[tls_key][0]}) on port {port}: {self.tls_peers[kind]}")
+
+    def s_time(self, port, mode, seconds, clients, pid):
+        """`clients` concurrent `openssl s_time -connect … -new|-reuse -time S -www /`: each
+        opens connections one after the other, handshakes (full with -new; with -reuse, one
+        full and then resumed sessions) and GETs / over HTTP/1.0 until S seconds have passed.
+        s_time prints one `*` per full handshake and one `r` per resumed one."""
+        cpu0 = cpu_seconds(pid)
+        t0 = time.monotonic()
+        procs = [subprocess.Popen(["openssl", "s_time", "-connect", f"127.0.0.1:{port}", mode, "-time", str(seconds),
+                                   "-www", "/"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                  stdin=subprocess.DEVNULL, text=True)
+                 for _ in range(clients)]
+        outs = []
+        try:
+            for p in procs:
+                outs.append(p.communicate(timeout=seconds + 60)[0])
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    p.kill()
+                    p.wait()
+        wall = time.monotonic() - t0
+        cpu = cpu_seconds(pid) - cpu0
+        full = resumed = connections = 0
+        for out in outs:
+            m = re.search(r"^(\d+) connections in [\d.]+s;", out, re.M)
+            connections += int(m.group(1)) if m else 0
+            for line in out.splitlines():
+                if line and set(line) <= {"*", "r"}:
+                    full += line.count("*")
+                    resumed += line.count("r")
+        return {"connections": connections, "full": full, "resumed": resumed, "wall_s": round(wall, 3),
+                "cpu_s": round(cpu, 3), "per_s": round(connections / wall, 1) if wall > 0 else None,
+                "per_cpu_s": round(connections / cpu) if cpu > 0 else None,
+                "resumed_fraction": round(resumed / connections, 3) if connections else None}
 
     # ----------------------------------------------------------------------------------
     # wrk
 
-    def wrk(self, port, path, conns, seconds, extra, pid):
+    def wrk(self, port, path, conns, seconds, extra, pid, scheme="http"):
         cpu0 = cpu_seconds(pid)
         # --timeout 10s: wrk's default of 2 s would drop the slowest responses of the
         # 5,000-connection case from the latency figures and count them as errors.
         out = subprocess.run(["wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--timeout", WRK_TIMEOUT, "--latency", *extra,
-                              f"http://127.0.0.1:{port}{path}"],
+                              f"{scheme}://127.0.0.1:{port}{path}"],
                              capture_output=True, text=True, timeout=seconds + 120).stdout
         cpu = cpu_seconds(pid) - cpu0
         result = {"rps": None, "requests": None, "p50_ms": None, "p99_ms": None, "cpu_s": round(cpu, 3),
@@ -335,10 +482,15 @@ class Bench:
             result["req_per_cpu_s"] = round(result["requests"] / cpu)
         return result
 
-    def download(self, port):
-        """One 1 GiB GET with curl; MB/s with MB = 10^6 bytes."""
+    def download(self, port, tls_key=None):
+        """One 1 GiB GET with curl; MB/s with MB = 10^6 bytes. With `tls_key`, over HTTPS,
+        verifying that certificate for bench.test."""
+        url = [f"http://127.0.0.1:{port}/1g"]
+        if tls_key:
+            url = ["--cacert", self.certs[tls_key]["crt"], "--resolve", f"{TLS_NAME}:{port}:127.0.0.1",
+                   f"https://{TLS_NAME}:{port}/1g"]
         out = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{speed_download} %{size_download} %{http_code}",
-                              f"http://127.0.0.1:{port}/1g"], capture_output=True, text=True, timeout=120).stdout
+                              *url], capture_output=True, text=True, timeout=120).stdout
         speed, size, code = out.split()
         if int(float(size)) != 1 << 30 or code != "200":
             raise RuntimeError(f"download through port {port}: {size} bytes, status {code}")
@@ -480,13 +632,22 @@ class Bench:
 
     def run(self):
         a = self.args
-        results = {"scenarios": {}, "download": {}, "memory": {}, "allocations": None, "listener_layout": None}
+        results = {"scenarios": {}, "download": {}, "memory": {}, "allocations": None, "listener_layout": None,
+                   "handshakes": {}, "tls_download": {}, "tls": None}
         log(f"work directory {self.work}")
         self.start_backends()
         for kind in PROXIES:
             for mode in ("tcp", "http"):
                 port, _, pid = self.start_proxy(kind, mode, f"{kind}-{mode}")
                 self.instances[(kind, mode)] = (port, pid)
+        if any(c in a.scenarios for c in TLS_CASES):
+            self.make_certificates()
+            self.start_tls_instances(["rsa2048"] + (["p256"] if "tls_handshakes" in a.scenarios else []))
+            results["tls"] = {"certificates": {k: TLS_KEYS[k][0] for k in self.certs}, "name": TLS_NAME,
+                              "negotiated": self.tls_peers, "unsupported": self.unsupported,
+                              "s_time_clients": a.tls_clients}
+        hs = {v: {p: [] for p in PROXIES} for v in HANDSHAKES} if "tls_handshakes" in a.scenarios else {}
+        tls_dl = {p: [] for p in PROXIES} if "tls_download" in a.scenarios else {}
 
         scenario_keys = [k for k in SCENARIOS if k in a.scenarios]
         raw = {k: {p: [] for p in PROXIES} for k in scenario_keys}
@@ -499,8 +660,10 @@ class Bench:
                 mode, label, path, conns_key, extra = SCENARIOS[key]
                 conns = getattr(a, conns_key)
                 for kind in order:
+                    if (kind, mode) not in self.instances:
+                        continue  # not supported by this build (reported once, at start)
                     port, pid = self.instances[(kind, mode)]
-                    r = self.wrk(port, path, conns, a.seconds, extra, pid)
+                    r = self.wrk(port, path, conns, a.seconds, extra, pid, scheme="https" if mode == "https" else "http")
                     raw[key][kind].append(r)
                     log(f"round {rnd + 1}/{a.rounds} {label} ({conns} conns) {kind}: {fmt_num(r['rps'])} req/s, "
                         f"p99 {r['p99_ms']} ms, {r['req_per_cpu_s'] if 'req_per_cpu_s' in r else '-'} req/CPU-s"
@@ -513,13 +676,32 @@ class Bench:
                     mbs = self.download(port)
                     downloads[kind].append(mbs)
                     log(f"round {rnd + 1}/{a.rounds} 1 GiB download {kind}: {mbs:.0f} MB/s")
+            for variant, (label, st_mode, tls_key) in HANDSHAKES.items() if hs else ():
+                for kind in order:
+                    inst = self.instances.get((kind, "https" if tls_key == "rsa2048" else f"https-{tls_key}"))
+                    if inst is None:
+                        continue
+                    r = self.s_time(inst[0], st_mode, a.seconds, a.tls_clients, inst[1])
+                    hs[variant][kind].append(r)
+                    log(f"round {rnd + 1}/{a.rounds} {label} {kind}: {fmt_num(r['per_s'])}/s, "
+                        f"{fmt_num(r['per_cpu_s'])} per CPU-s, {r['resumed']} of {r['connections']} resumed")
+                    time.sleep(0.5)
+            for kind in order if tls_dl else ():
+                inst = self.instances.get((kind, "https"))
+                if inst is None:
+                    continue
+                cpu0 = cpu_seconds(inst[1])
+                mbs = self.download(inst[0], tls_key="rsa2048")
+                tls_dl[kind].append({"mb_s": round(mbs, 1), "cpu_s": round(cpu_seconds(inst[1]) - cpu0, 2)})
+                log(f"round {rnd + 1}/{a.rounds} 1 GiB download over TLS {kind}: {mbs:.0f} MB/s, "
+                    f"{tls_dl[kind][-1]['cpu_s']} CPU-s")
 
         for key in scenario_keys:
             mode, label, path, conns_key, extra = SCENARIOS[key]
             entry = {"label": label, "mode": mode, "connections": getattr(a, conns_key), "path": path,
                      "wrk_extra": extra}
             for kind in PROXIES:
-                runs = raw[key][kind]
+                runs = raw[key][kind]  # empty for a proxy that does not support the case
                 entry[kind] = {
                     "rps": median([r["rps"] for r in runs]),
                     "p99_ms": median([r["p99_ms"] for r in runs]),
@@ -533,6 +715,16 @@ class Bench:
         if "download" in a.scenarios:
             results["download"] = {k: {"mb_s": round(median(v), 1), "rounds": [round(x, 1) for x in v]}
                                    for k, v in downloads.items()}
+        for variant, per_kind in hs.items():
+            results["handshakes"][variant] = {"label": HANDSHAKES[variant][0], **{kind: {
+                "per_s": median([r["per_s"] for r in runs]),
+                "per_cpu_s": median([r["per_cpu_s"] for r in runs]),
+                "resumed_fraction": median([r["resumed_fraction"] for r in runs]),
+                "rounds": runs} for kind, runs in per_kind.items()}}
+        if tls_dl:
+            results["tls_download"] = {kind: {"mb_s": median([r["mb_s"] for r in runs]),
+                                              "cpu_s": median([r["cpu_s"] for r in runs]), "rounds": runs}
+                                       for kind, runs in tls_dl.items()}
 
         # Memory and allocations use fresh instances of their own, one at a time.
         if "memory" in a.scenarios:
@@ -638,19 +830,33 @@ def rows(results, waves):
     def over_rounds(entry, field):
         return spread({p: [r[field] for r in entry[p]["rounds"] if r.get(field) is not None] for p in PROXIES})
 
-    targets = {"http_keepalive": ("≥ 1.2×", "≤ 1.0×", "≥ 1.15×"), "http_close": ("≥ 1.1×", "", "")}
+    targets = {"http_keepalive": ("≥ 1.2×", "≤ 1.0×", "≥ 1.15×"), "http_close": ("≥ 1.1×", "", ""),
+               "https_keepalive": ("≥ 1.0×", "", "≥ 1.0×")}
     for key, entry in sc.items():
         t = targets.get(key, ("", "", ""))
         label = f"{entry['label']} ({entry['connections']} conns)"
         add(label, "req/s", {p: entry[p]["rps"] for p in PROXIES}, True, t[0], over_rounds(entry, "rps"))
         add(label, "p99 ms", {p: entry[p]["p99_ms"] for p in PROXIES}, False, t[1], over_rounds(entry, "p99_ms"))
-        if entry["mode"] == "http" and key in ("http_keepalive", "http_keepalive_many"):
+        if key in ("http_keepalive", "http_keepalive_many", "https_keepalive"):
             add(label, "requests per CPU-second", {p: entry[p]["req_per_cpu_s"] for p in PROXIES}, True, t[2],
                 over_rounds(entry, "req_per_cpu_s"))
     if results["download"]:
         d = results["download"]
         add("1 GiB download, HTTP mode", "MB/s", {p: d[p]["mb_s"] for p in PROXIES}, True, "",
             spread({p: d[p]["rounds"] for p in PROXIES}))
+    for variant, h in (results.get("handshakes") or {}).items():
+        add(h["label"], "connections/s", {p: h[p]["per_s"] for p in PROXIES}, True, "≥ 1.0×",
+            spread({p: [r["per_s"] for r in h[p]["rounds"]] for p in PROXIES}))
+        add(h["label"], "connections per CPU-second", {p: h[p]["per_cpu_s"] for p in PROXIES}, True, "≥ 1.0×",
+            spread({p: [r["per_cpu_s"] for r in h[p]["rounds"] if r["per_cpu_s"]] for p in PROXIES}))
+        if variant == "resumed":
+            add(h["label"], "share resumed", {p: h[p]["resumed_fraction"] for p in PROXIES}, True)
+    t = results.get("tls_download")
+    if t:
+        add("1 GiB download over TLS (RSA 2048 certificate)", "MB/s", {p: t[p]["mb_s"] for p in PROXIES}, True,
+            "≥ 1.0×", spread({p: [r["mb_s"] for r in t[p]["rounds"]] for p in PROXIES}))
+        add("1 GiB download over TLS (RSA 2048 certificate)", "proxy CPU-seconds", {p: t[p]["cpu_s"] for p in PROXIES},
+            False)
     m = results["memory"]
     if m:
         add("memory per idle keep-alive client connection", "KiB",
@@ -695,6 +901,7 @@ def machine_facts(balancerd):
         "nginx": nginx_v.split("/", 1)[-1],
         "wrk": (re.search(r"wrk (\S+)", wrk_v) or re.search(r"(.*)", wrk_v)).group(1),
         "curl": (cmd(["curl", "--version"]) or "").split("\n")[0].split(" ")[1],
+        "openssl": " ".join((cmd(["openssl", "version"]) or "").split()[:2]),
         "balancerd": (cmd([balancerd, "--version"]) or "").replace("balancerd ", ""),
         "balancerd_commit": (commit or "?") + (" (Sources modified)" if dirty else ""),
         "loadavg_start": None,
@@ -757,6 +964,24 @@ def markdown(doc):
         lines += ["", f"1 GiB download (curl, MB = 10⁶ bytes): balancerd HTTP mode {fmt_num(d['balancerd']['mb_s'])} MB/s, "
                       f"balancerd TCP mode {fmt_num(d['balancerd_tcp']['mb_s'])} MB/s: HTTP/TCP = "
                       f"**{d['balancerd']['mb_s'] / d['balancerd_tcp']['mb_s']:.2f}×** (target ≥ 0.9×)."]
+    tls = res.get("tls")
+    if tls:
+        neg = tls["negotiated"]
+        lines += ["", f"TLS: every proxy links Debian's libssl3 ({mach.get('openssl') or 'OpenSSL'}) and serves the same "
+                      f"self-signed certificates for {tls['name']}, made once per run with `openssl req` "
+                      f"({', '.join(tls['certificates'].values())}; RSA 2048 unless a row names ECDSA P-256). "
+                      "haproxy `bind … ssl crt PEM alpn http/1.1` with its default session tickets and 20,000-entry "
+                      "session cache; nginx `listen … ssl` with `ssl_protocols TLSv1.2 TLSv1.3`, session tickets on and "
+                      "`ssl_session_cache shared:SSL:10m`; balancerd `--listen … --tls-cert PEM --threads 1`. "
+                      "Negotiated (one `openssl s_client` handshake each): "
+                      + "; ".join(f"{p} {n['protocol']} {n['cipher']} ALPN {n['alpn'] or '-'}" for p, n in neg.items())
+                      + ". Keep-alive: wrk over https (one handshake per connection). New connections: "
+                      f"{tls['s_time_clients']} concurrent `openssl s_time -new` (full handshakes) or `-reuse` "
+                      "(resumed sessions) clients, each GETting / over HTTP/1.0 on every connection; "
+                      "per CPU-second = connections / CPU time of the serving process. "
+                      "Download: curl verifying the certificate, `https://bench.test:PORT/1g`."]
+        for p, why in tls["unsupported"].items():
+            lines += ["", f"**{p}: not supported by this build** (exited at start: `{why}`)."]
     al = res["allocations"]
     if al:
         lines += ["", f"Heap allocations of the release balancerd (malloc counter preloaded, after a warm-up): "
@@ -830,6 +1055,16 @@ def svg_chart(doc):
                          {p: m[p]["per_idle_conn_kib"] for p in PROXIES}, " KiB"))
         extra_lo.append((f"RSS after {a['waves']} waves of {a['idle_conns']:,} idle connections",
                          {p: m[p]["rss_after_last_wave_mb"] for p in PROXIES}, " MB"))
+    tls_groups = [(f"{h['label']}, per CPU-s" if unit == "per_cpu_s" else h["label"],
+                   {p: h[p][unit] for p in PROXIES}, " /s" if unit == "per_s" else "")
+                  for h in (res.get("handshakes") or {}).values() for unit in ("per_s", "per_cpu_s")]
+    if "https_keepalive" in sc:
+        tls_groups.insert(0, ("requests per CPU-second, HTTPS keep-alive",
+                              {p: sc["https_keepalive"][p]["req_per_cpu_s"] for p in PROXIES}, ""))
+    if res.get("tls_download"):
+        tls_groups.append(("1 GiB download over TLS", {p: res["tls_download"][p]["mb_s"] for p in PROXIES}, " MB/s"))
+    if tls_groups:
+        panels.append(("TLS", "higher is better", True, [(g[0], g[1]) for g in tls_groups], [g[2] for g in tls_groups]))
     if extra_hi:
         panels.append(("CPU and download", "higher is better", True, [(g[0], g[1]) for g in extra_hi],
                        [g[2] for g in extra_hi]))
@@ -955,8 +1190,10 @@ def main():
     ap.add_argument("--waves", type=int, help="waves of idle connections (default 10, quick 3)")
     ap.add_argument("--alloc-requests", type=int, help="keep-alive requests counted (default 10000, quick 3000)")
     ap.add_argument("--alloc-connections", type=int, help="new connections counted (default 2000, quick 500)")
+    ap.add_argument("--tls-clients", type=int, default=4,
+                    help="concurrent `openssl s_time` clients of the handshake cases (default 4)")
     ap.add_argument("--only", help="comma-separated subset of: " + ",".join(list(SCENARIOS) +
-                    ["download", "memory", "allocations", "layout"]))
+                    ["download", "memory", "allocations", "layout", "tls_handshakes", "tls_download"]))
     ap.add_argument("--balancerd", default=os.path.join(ROOT, ".build", "release", "balancerd"))
     ap.add_argument("--malloc-counter", help="libmalloccounter.so (Tests/MallocCounter) for the allocation figures")
     ap.add_argument("--out", default=os.path.join(HERE, "results"))
@@ -973,9 +1210,11 @@ def main():
     a.alloc_requests = a.alloc_requests or (3000 if q else 10000)
     a.alloc_connections = a.alloc_connections or (500 if q else 2000)
     a.alloc_warmup = 2000
-    everything = list(SCENARIOS) + ["download", "memory", "allocations"] + ([] if q else ["layout"])
+    everything = list(SCENARIOS) + ["download", "memory", "allocations", "tls_handshakes", "tls_download"] \
+        + ([] if q else ["layout"])
     a.scenarios = a.only.split(",") if a.only else everything
-    unknown = set(a.scenarios) - set(SCENARIOS) - {"download", "memory", "allocations", "layout"}
+    unknown = set(a.scenarios) - set(SCENARIOS) - {"download", "memory", "allocations", "layout", "tls_handshakes",
+                                                    "tls_download"}
     if unknown:
         ap.error(f"unknown case(s) {', '.join(sorted(unknown))}")
 
@@ -999,7 +1238,8 @@ def main():
         "settings": {"quick": q, "seconds": a.seconds, "rounds": a.rounds, "conns": a.conns,
                      "many_conns": a.many_conns, "idle_conns": a.idle_conns, "waves": a.waves,
                      "alloc_requests": a.alloc_requests, "alloc_connections": a.alloc_connections,
-                     "cases": a.scenarios, "open_file_limit": hard, "wrk_timeout": WRK_TIMEOUT},
+                     "cases": a.scenarios, "open_file_limit": hard, "wrk_timeout": WRK_TIMEOUT,
+                     "tls_clients": a.tls_clients},
         "machine": machine_facts(a.balancerd),
         "loadavg_start": loadavg(),
     }
