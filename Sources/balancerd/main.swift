@@ -178,7 +178,15 @@ while true {
     switch received {
     case SIGHUP:
         guard let path = options.configPath else {
-            ControlLog.line("balancerd: SIGHUP ignored: no --config file to re-read")
+            // Without a file, the certificates of --tls-cert are what a reload can change.
+            if proxy.configuration.frontends.contains(where: { !$0.tls.isEmpty }) {
+                for warning in proxy.reloadCertificates(proxy.configuration) {
+                    ControlLog.line("balancerd: reload warning: \(warning)")
+                }
+                ControlLog.line("balancerd: reloaded certificates")
+            } else {
+                ControlLog.line("balancerd: SIGHUP ignored: no --config file to re-read")
+            }
             continue
         }
         do {
