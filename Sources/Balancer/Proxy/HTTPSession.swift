@@ -1153,6 +1153,7 @@ final class HTTPSession: EventHandler, ProxySession {
         pool.giveBack(&clientOut)
         pool.giveBack(&serverIn)
         pool.giveBack(&serverOut)
+        if tls != nil { pool.noteFreed(bytes: TLSConnection.estimatedIdleBytes) }
         worker.httpSessionEnded(self, loop: loop)
         loop.deregister(self)
     }
