@@ -33,6 +33,16 @@ case .check:
     let path = options.configPath ?? ""
     do {
         let configuration = try HAProxyParser.load(path: path)
+        // As `haproxy -c`: the certificates must load, not only parse as a path.
+        for frontend in configuration.frontends {
+            for (bind, tls) in frontend.tls.sorted(by: { $0.key.description < $1.key.description }) {
+                do {
+                    _ = try TLSContext(tls)
+                } catch {
+                    fail("\(path): frontend '\(frontend.name)', bind \(bind): \(error)", code: 1)
+                }
+            }
+        }
         let servers = configuration.backends.reduce(0) { $0 + $1.servers.count }
         print("\(path): configuration is valid (\(configuration.frontends.count) frontend(s), \(configuration.backends.count) backend(s), \(servers) server(s))")
         exit(0)
