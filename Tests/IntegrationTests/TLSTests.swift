@@ -359,7 +359,13 @@ final class TLSTests: XCTestCase {
             client.standardOutput = output
             client.standardInput = Pipe()
             try client.run()
-            let line = output.fileHandleForReading.availableData
+            // Until the line is whole (a pipe may deliver it in pieces) or the client ended.
+            var line = Data()
+            while !line.contains(UInt8(ascii: "\n")) {
+                let piece = output.fileHandleForReading.availableData
+                if piece.isEmpty { break }
+                line += piece
+            }
             XCTAssertEqual(String(decoding: line, as: UTF8.self), "ready\n", tail(balancer))
             return client
         }
