@@ -18,16 +18,19 @@ let package = Package(
         .executable(name: "EmbeddedExample", targets: ["EmbeddedExample"]),
     ],
     targets: [
-        // The only C in the package: declarations Glibc does not export to Swift
+        // C in the package: declarations Glibc does not export to Swift
         // (epoll, eventfd, splice, pipe2) and wrappers for the sockaddr calls whose
         // transparent-union parameters Swift cannot pass. See include/CBalancerShims.h.
         .target(name: "CBalancerShims"),
+        // The system's OpenSSL 3 for TLS termination (Debian: libssl-dev to build, libssl3
+        // to run), and wrappers for the macros of its API. See include/CBalancerTLS.h.
+        .target(name: "CBalancerTLS", linkerSettings: [.linkedLibrary("ssl"), .linkedLibrary("crypto")]),
         // Exclusivity is checked statically everywhere; the dynamic check Swift adds to
         // every access of a class's stored property (swift_beginAccess/endAccess) is
         // turned off in this target only: the loop thread owns each session and worker,
         // nothing else touches them (see EventLoop's threading contract), and the check
         // showed up on every request in the forwarding path's profile.
-        .target(name: "Balancer", dependencies: ["CBalancerShims"],
+        .target(name: "Balancer", dependencies: ["CBalancerShims", "CBalancerTLS"],
                 swiftSettings: strict + [.unsafeFlags(["-enforce-exclusivity=unchecked"])]),
         .target(name: "Discovery", dependencies: ["Balancer"], swiftSettings: strict),
         .executableTarget(name: "balancerd", dependencies: ["Balancer", "Discovery", "CBalancerShims"], swiftSettings: strict),

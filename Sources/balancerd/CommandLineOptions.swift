@@ -42,6 +42,9 @@ struct CommandLineOptions: Sendable, Equatable {
     var configPath: String?
     /// nil when `--listen` was not given; `configuration()` then uses 0.0.0.0:80.
     var listen: HostPort?
+    /// `--tls-cert PEM`, repeatable: the `--listen` address terminates TLS with these
+    /// certificates (the first is the default, SNI picks among them), ALPN http/1.1.
+    var tlsCertificates: [String] = []
     /// nil when `--mode` was not given; `configuration()` then uses `defaultMode`.
     var mode: ProxyMode?
     /// From `--server`, in order, named s1, s2, ...
@@ -99,7 +102,7 @@ struct CommandLineOptions: Sendable, Equatable {
     }
 
     static let usage: String = """
-        usage: balancerd [--config FILE] [--listen HOST:PORT] [--mode http|tcp] [--server HOST:PORT[,weight=N]]...
+        usage: balancerd [--config FILE] [--listen HOST:PORT [--tls-cert PEM]...] [--mode http|tcp] [--server HOST:PORT[,weight=N]]...
                          [--threads N] [--grace DURATION] [--quiet]
                          [--consul URL --service NAME [--tag TAG] [--dc DC] [--consul-token TOKEN]]
                          [--consul URL --routes-from-tags [--tag-prefix PREFIX]] [--consul-stale [--consul-max-stale D]]
@@ -111,6 +114,9 @@ struct CommandLineOptions: Sendable, Equatable {
 
           --config FILE        read a haproxy.cfg (supported subset); cannot be combined with --listen/--server/--mode
           --listen HOST:PORT   address to accept clients on (default 0.0.0.0:80; *:PORT and [::]:PORT work)
+          --tls-cert PEM       terminate TLS on --listen with this PEM (certificate chain and key; a directory
+                               of PEMs works too); repeat for more certificates, chosen by SNI, the first
+                               by default. TLS 1.2 and up, ALPN http/1.1, reloaded on SIGHUP
           --mode http|tcp      proxy mode (default http)
           --server HOST:PORT[,weight=N][,backup]
                                a backend server; repeat for more (named s1, s2, ... in order; weight 0-256, default 1)
@@ -212,6 +218,8 @@ struct CommandLineOptions: Sendable, Equatable {
                 } catch {
                     throw UsageError(message: "--listen: \(error.message)")
                 }
+            case "--tls-cert":
+                options.tlsCertificates.append(try value())
             case "--mode":
                 try once()
                 let text = try value()
@@ -379,7 +387,7 @@ struct CommandLineOptions: Sendable, Equatable {
     /// The rules that involve more than one flag.
     private func validate(flags: [String]) throws(UsageError) {
         if configPath != nil {
-            if listen != nil || !servers.isEmpty || mode != nil || discovery != nil || routes != nil {
+            if listen != nil || !servers.isEmpty || mode != nil || discovery != nil || routes != nil || !tlsCertificates.isEmpty {
                 throw UsageError(message: "--config cannot be combined with --listen/--server/--mode/--consul/--etcd; put them in the file")
             }
             if checkInterval != nil || checkHTTP != nil {
@@ -398,6 +406,12 @@ struct CommandLineOptions: Sendable, Equatable {
         case .run, .exportHAProxy:
             if command == .exportHAProxy && demo {
                 throw UsageError(message: "export-haproxy cannot export --demo (its servers exist only while it runs)")
+            }
+            if !tlsCertificates.isEmpty && mode == .tcp {
+                throw UsageError(message: "--tls-cert works in HTTP mode only")
+            }
+            if !tlsCertificates.isEmpty && listen == nil {
+                throw UsageError(message: "--tls-cert needs --listen HOST:PORT (the address that terminates TLS)")
             }
             if routes != nil && mode == .tcp {
                 throw UsageError(message: "--routes-from-tags routes HTTP requests; it cannot be combined with --mode tcp")
@@ -459,6 +473,12 @@ struct CommandLineOptions: Sendable, Equatable {
                                     // client address. A config file says it explicitly, as in haproxy.
                                     forwardFor: mode == .http)
             frontend.routes = routes
+            if !tlsCertificates.isEmpty {
+                // What Debian's haproxy.cfg and Mozilla's "intermediate" profile ask for.
+                var tls = TLSBindConfig(certificates: tlsCertificates, alpn: ["http/1.1"])
+                tls.options.minVersion = .tls12
+                frontend.tls[frontend.binds[0]] = tls
+            }
             configuration = Configuration(
                 frontends: [frontend],
                 backends: [BackendConfig(name: "main", mode: mode, servers: servers, discovery: discovery)])

@@ -33,6 +33,16 @@ case .check:
     let path = options.configPath ?? ""
     do {
         let configuration = try HAProxyParser.load(path: path)
+        // As `haproxy -c`: the certificates must load, not only parse as a path.
+        for frontend in configuration.frontends {
+            for (bind, tls) in frontend.tls.sorted(by: { $0.key.description < $1.key.description }) {
+                do {
+                    _ = try TLSContext(tls)
+                } catch {
+                    fail("\(path): frontend '\(frontend.name)', bind \(bind): \(error)", code: 1)
+                }
+            }
+        }
         let servers = configuration.backends.reduce(0) { $0 + $1.servers.count }
         print("\(path): configuration is valid (\(configuration.frontends.count) frontend(s), \(configuration.backends.count) backend(s), \(servers) server(s))")
         exit(0)
@@ -178,7 +188,15 @@ while true {
     switch received {
     case SIGHUP:
         guard let path = options.configPath else {
-            ControlLog.line("balancerd: SIGHUP ignored: no --config file to re-read")
+            // Without a file, the certificates of --tls-cert are what a reload can change.
+            if proxy.configuration.frontends.contains(where: { !$0.tls.isEmpty }) {
+                for warning in proxy.reloadCertificates(proxy.configuration) {
+                    ControlLog.line("balancerd: reload warning: \(warning)")
+                }
+                ControlLog.line("balancerd: reloaded certificates")
+            } else {
+                ControlLog.line("balancerd: SIGHUP ignored: no --config file to re-read")
+            }
             continue
         }
         do {

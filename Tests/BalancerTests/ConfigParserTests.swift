@@ -429,9 +429,49 @@ final class ConfigParserTests: XCTestCase {
         XCTAssertEqual(configuration.backends[0].servers, [], "a backend without servers is valid, as in haproxy")
     }
 
+    func testTLSBindsStartFromTheGlobalDefaults() throws {
+        let configuration = try parse("""
+            global
+                crt-base /etc/haproxy/certs
+                ssl-default-bind-ciphers ECDHE-RSA-AES128-GCM-SHA256
+                ssl-default-bind-ciphersuites TLS_AES_128_GCM_SHA256
+                ssl-default-bind-options ssl-min-ver TLSv1.2 no-tls-tickets
+            frontend fe
+                mode http
+                bind :443,:8443 ssl crt site.pem crt /abs/dir alpn h2,http/1.1
+                bind 127.0.0.1:9443 ssl crt other.pem ciphers AES256-SHA ssl-min-ver TLSv1.3 no-tlsv10
+                bind :80
+                default_backend be
+            backend be
+                mode http
+            """)
+        let tls = configuration.frontends[0].tls
+        XCTAssertEqual(Set(tls.keys), [hp("0.0.0.0", 443), hp("0.0.0.0", 8443), hp("127.0.0.1", 9443)])
+        let first = try XCTUnwrap(tls[hp("0.0.0.0", 443)])
+        XCTAssertEqual(first.certificates, ["/etc/haproxy/certs/site.pem", "/abs/dir"])
+        XCTAssertEqual(first.alpn, ["h2", "http/1.1"])
+        XCTAssertEqual(first.ciphers, "ECDHE-RSA-AES128-GCM-SHA256")
+        XCTAssertEqual(first.ciphersuites, "TLS_AES_128_GCM_SHA256")
+        XCTAssertEqual(first.options, TLSOptions(minVersion: .tls12, noTickets: true))
+        XCTAssertEqual(tls[hp("0.0.0.0", 8443)], first)
+        let own = try XCTUnwrap(tls[hp("127.0.0.1", 9443)])
+        XCTAssertEqual(own.ciphers, "AES256-SHA", "the bind's own ciphers replace the default")
+        XCTAssertEqual(own.options, TLSOptions(minVersion: .tls13, disabled: [.tls10], noTickets: true))
+
+        // The export says it all on the bind, and reads back the same.
+        let exported = HAProxyWriter.write(configuration)
+        XCTAssertTrue(exported.contains("bind 127.0.0.1:9443 ssl crt /etc/haproxy/certs/other.pem ciphers AES256-SHA ciphersuites TLS_AES_128_GCM_SHA256 ssl-min-ver TLSv1.3 no-tls-tickets no-tlsv10"), exported)
+        XCTAssertEqual(try parse(exported).frontends[0].tls, tls)
+    }
+
     func testBindErrors() {
         func bind(_ value: String) -> String { "frontend fe\n    bind \(value)\n" }
-        assertError(bind("*:443 ssl crt /etc/ssl/site.pem"), line: 2, keyword: "ssl", "TLS is not supported")
+        assertError(bind("*:443 ssl"), line: 2, keyword: "ssl", "needs at least one 'crt PEM'")
+        assertError(bind("*:443 crt /etc/ssl/site.pem"), line: 2, keyword: "crt", "without 'ssl'")
+        assertError(bind("*:443 ssl crt"), line: 2, keyword: "crt", "'crt' needs a value")
+        assertError(bind("*:443 ssl crt a.pem ssl-min-ver TLSv9"), line: 2, keyword: "ssl-min-ver", "unknown TLS version 'TLSv9'")
+        assertError(bind("*:443 ssl crt a.pem alpn h2"), line: 2, keyword: "alpn", "no 'http/1.1'")
+        assertError(bind("*:443 ssl crt a.pem verify required"), line: 2, keyword: "verify", "bind parameter 'verify' is not supported")
         assertError(bind("*:80 accept-proxy"), line: 2, keyword: "accept-proxy", "bind parameter 'accept-proxy' is not supported")
         assertError(bind("80"), line: 2, keyword: "bind", "missing port in '80'")
         assertError(bind("*:"), line: 2, keyword: "bind", "missing port")

@@ -82,6 +82,31 @@ final class RoutingMatcherTests: XCTestCase {
         XCTAssertFalse(matches(ACLTest(criterion: .tls, values: []), source: "127.0.0.1"))
     }
 
+    func testTLSCriteria() {
+        func check(_ test: ACLTest, tls: Bool, serverName: String?) -> Bool {
+            let compiled = CompiledTest(test)
+            return withRequest(host: "h", path: "/") { plain in
+                var view = plain
+                view.tls = tls
+                guard let serverName else { return compiled.matches(view) }
+                return Array(serverName.utf8).withUnsafeBytes { name in
+                    view.serverName = name
+                    return compiled.matches(view)
+                }
+            }
+        }
+        XCTAssertTrue(check(ACLTest(criterion: .tls, values: []), tls: true, serverName: nil))
+        XCTAssertFalse(check(ACLTest(criterion: .tls, values: []), tls: false, serverName: nil))
+        let sni = ACLTest.init(criterion:ignoreCase:explicitMatch:values:)
+        XCTAssertTrue(check(sni(.tlsServerName, false, nil, ["api.example.com"]), tls: true, serverName: "api.example.com"))
+        XCTAssertFalse(check(sni(.tlsServerName, false, nil, ["api.example.com"]), tls: true, serverName: "API.example.com"))
+        XCTAssertTrue(check(sni(.tlsServerName, true, nil, ["api.example.com"]), tls: true, serverName: "API.example.com"))
+        XCTAssertTrue(check(sni(.tlsServerName, true, .ends, [".example.com"]), tls: true, serverName: "www.example.com"))
+        XCTAssertFalse(check(sni(.tlsServerName, false, nil, ["api.example.com"]), tls: true, serverName: nil),
+                       "no SNI matches nothing")
+        XCTAssertFalse(check(sni(.tlsServerName, false, nil, ["api.example.com"]), tls: false, serverName: nil))
+    }
+
     // MARK: discovered routes
 
     private func route(_ host: String?, _ prefix: String, _ service: String) -> ServiceRoute {

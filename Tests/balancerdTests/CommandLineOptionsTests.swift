@@ -364,13 +364,33 @@ final class CommandLineOptionsTests: XCTestCase {
         XCTAssertTrue(exported.contains("    option forwardfor"), exported)
     }
 
+    func testTLSCertificateFlags() throws {
+        let options = try CommandLineOptions.parse(["--listen", "127.0.0.1:8443", "--tls-cert", "/etc/a.pem",
+                                                    "--tls-cert", "/etc/certs", "--server", "10.0.0.1:80"])
+        let model = try options.configuration()
+        let tls = try XCTUnwrap(model.frontends[0].tls[HostPort(host: "127.0.0.1", port: 8443)])
+        XCTAssertEqual(tls.certificates, ["/etc/a.pem", "/etc/certs"])
+        XCTAssertEqual(tls.alpn, ["http/1.1"])
+        XCTAssertEqual(tls.options.minVersion, .tls12)
+        let exported = HAProxyWriter.write(model)
+        XCTAssertTrue(exported.contains("    bind 127.0.0.1:8443 ssl crt /etc/a.pem crt /etc/certs alpn http/1.1 ssl-min-ver TLSv1.2"), exported)
+        XCTAssertEqual(try HAProxyParser.parse(exported, file: "x").normalized(), model.normalized())
+
+        XCTAssertThrowsError(try CommandLineOptions.parse(["--tls-cert", "/etc/a.pem", "--server", "10.0.0.1:80"])) {
+            XCTAssertTrue("\($0)".contains("--tls-cert needs --listen"), "\($0)")
+        }
+        XCTAssertThrowsError(try CommandLineOptions.parse(["--listen", ":443", "--mode", "tcp", "--tls-cert", "/etc/a.pem"])) {
+            XCTAssertTrue("\($0)".contains("HTTP mode only"), "\($0)")
+        }
+    }
+
     func testUsageMentionsEveryFlag() {
-        for flag in ["--config", "--listen", "--mode", "--server", "--threads", "--grace", "--quiet", "--demo", "--help",
+        for flag in ["--config", "--listen", "--tls-cert", "--mode", "--server", "--threads", "--grace", "--quiet", "--demo", "--help",
                      "--version", "check", "--check-interval", "--check-http"] {
             XCTAssertTrue(CommandLineOptions.usage.contains(flag), flag)
         }
         XCTAssertTrue(CommandLineOptions.usage.hasPrefix(
-            "usage: balancerd [--config FILE] [--listen HOST:PORT] [--mode http|tcp] [--server HOST:PORT[,weight=N]]...\n"))
+            "usage: balancerd [--config FILE] [--listen HOST:PORT [--tls-cert PEM]...] [--mode http|tcp] [--server HOST:PORT[,weight=N]]...\n"))
     }
 
     // MARK: --stats-socket

@@ -174,6 +174,8 @@ public struct Frontend: Sendable, Equatable {
     public var routes: RouteDiscoveryConfig? = nil
     /// `acl`, `http-request` and `use_backend` lines (HTTP mode only).
     public var routing: FrontendRouting
+    /// The binds that terminate TLS (`ssl crt ...`), by address; a bind not here is plain.
+    public var tls: [HostPort: TLSBindConfig] = [:]
 
     public init(name: String, binds: [HostPort], mode: ProxyMode, defaultBackend: String,
                 timeouts: Timeouts = Timeouts(), forwardFor: Bool = false, errorFiles: [ErrorFile] = [],

@@ -263,6 +263,8 @@ extension HAProxyParser {
         let line: Int
         var settings: ProxySettings
         var binds: [HostPort] = []
+        /// What `ssl` binds said about TLS (the `global` defaults are applied at the end).
+        var tls: [HostPort: BindTLSWords] = [:]
         var servers: [ServerConfig] = []
         var serverLines: [String: Int] = [:]
         var discovery: DiscoveryConfig?
@@ -283,6 +285,9 @@ extension HAProxyParser {
     private struct Parser {
         let file: String
         var global = GlobalSettings()
+        /// `ssl-default-bind-*` and `crt-base` of `global`.
+        var tlsDefaults = TLSBindDefaults()
+        var crtBase: String?
         /// What the next proxy inherits: the last `defaults` section, or built-ins before any.
         var inherited = ProxySettings()
         var namedDefaults: [String: (settings: ProxySettings, line: Int)] = [:]
@@ -440,14 +445,15 @@ extension HAProxyParser {
         ///   chroot; the service manager must start it as the right user. They are accepted
         ///   because nearly every haproxy.cfg has them.
         /// - `log`, `log-send-hostname`: balancerd logs to stderr.
-        /// - `ca-base`, `crt-base`, `ssl-default-*`, `tune.ssl.default-dh-param`: TLS
-        ///   defaults; they do nothing without an `ssl` bind or server, and those are errors.
+        /// - `ca-base`, `ssl-default-server-*`, `tune.ssl.default-dh-param`: TLS defaults
+        ///   towards servers, or for DH key exchanges OpenSSL 3 no longer needs them for;
+        ///   `ssl` on a server line is an error. (`ssl-default-bind-*` and `crt-base` are
+        ///   handled below.)
         /// - `ulimit-n`: balancerd raises its own descriptor limit.
         /// - `stats socket`, `stats timeout` (handled below): haproxy's admin socket.
         static let ignoredGlobalKeywords: Set<String> = [
             "daemon", "pidfile", "user", "group", "uid", "gid", "chroot", "log", "log-send-hostname",
-            "ca-base", "crt-base", "ssl-default-bind-ciphers", "ssl-default-bind-options",
-            "ssl-default-bind-ciphersuites", "ssl-default-server-ciphers", "ssl-default-server-options",
+            "ca-base", "ssl-default-server-ciphers", "ssl-default-server-options",
             "ssl-default-server-ciphersuites", "tune.ssl.default-dh-param", "ulimit-n",
         ]
 
@@ -470,6 +476,19 @@ extension HAProxyParser {
                     _ = try duration(Array(words.dropFirst()), line: line, keyword: "stats timeout")
                 default:
                     throw error(line, sub.isEmpty ? "stats" : "stats \(sub)", "only 'stats socket' and 'stats timeout' are accepted in global")
+                }
+            case "ssl-default-bind-ciphers", "ssl-default-bind-ciphersuites", "crt-base":
+                guard words.count == 2 else { throw error(line, keyword, "expected '\(keyword) VALUE'") }
+                switch keyword {
+                case "ssl-default-bind-ciphers": tlsDefaults.ciphers = words[1]
+                case "ssl-default-bind-ciphersuites": tlsDefaults.ciphersuites = words[1]
+                default: crtBase = words[1]
+                }
+            case "ssl-default-bind-options":
+                do throws(HAProxyTLSSyntax.Failure) {
+                    tlsDefaults.options = try HAProxyTLSSyntax.defaultOptions(words.dropFirst())
+                } catch {
+                    throw self.error(line, error.keyword, error.message)
                 }
             case _ where Self.ignoredGlobalKeywords.contains(keyword):
                 break
@@ -530,16 +549,18 @@ extension HAProxyParser {
             case "bind":
                 guard proxy.kind.isFrontSide else { throw misplaced(line, keyword, proxy.kind) }
                 guard words.count >= 2 else { throw error(line, keyword, "missing address (expected bind HOST:PORT)") }
-                if words.count > 2 {
-                    let parameter = words[2]
-                    throw error(line, parameter, parameter == "ssl"
-                        ? "TLS is not supported by balancerd ('ssl' on a bind line)"
-                        : "bind parameter '\(parameter)' is not supported")
+                var tls = BindTLSWords()
+                do throws(HAProxyTLSSyntax.Failure) {
+                    tls = try HAProxyTLSSyntax.bindParameters(words.dropFirst(2), crtBase: crtBase)
+                } catch {
+                    throw self.error(line, error.keyword, error.message)
                 }
                 for element in words[1].split(separator: ",", omittingEmptySubsequences: false) {
                     guard !element.isEmpty else { throw error(line, keyword, "empty address in list '\(words[1])'") }
                     do throws(AddressError) {
-                        proxy.binds.append(try AddressSyntax.parse(String(element), isBind: true))
+                        let bind = try AddressSyntax.parse(String(element), isBind: true)
+                        proxy.binds.append(bind)
+                        if tls.ssl { proxy.tls[bind] = tls }
                     } catch {
                         throw self.error(line, keyword, error.message)
                     }
@@ -1204,6 +1225,9 @@ extension HAProxyParser {
                 guard proxy.binds.count == 1 else {
                     throw error(proxy.line, keyword, "stats section '\(proxy.name)' needs exactly one 'bind' line")
                 }
+                guard proxy.tls.isEmpty else {
+                    throw error(proxy.line, keyword, "stats section '\(proxy.name)': the stats page is served without TLS ('ssl' on its bind)")
+                }
                 guard proxy.servers.isEmpty, proxy.settings.defaultBackend == nil || proxy.kind == .listen else {
                     throw error(proxy.line, keyword, "stats section '\(proxy.name)' cannot also forward to servers")
                 }
@@ -1272,6 +1296,7 @@ extension HAProxyParser {
                     forwardFor: proxy.settings.forwardFor || backend.forwardFor,
                     errorFiles: proxy.settings.errorFiles, routing: proxy.routing))
                 frontends[frontends.count - 1].routes = proxy.routes?.config
+                frontends[frontends.count - 1].tls = proxy.tls.mapValues { $0.resolved(tlsDefaults) }
             }
             // No frontend is valid, as for haproxy (Debian's default haproxy.cfg has none):
             // such a file checks and exports, and `balancerd --config` says it has nothing

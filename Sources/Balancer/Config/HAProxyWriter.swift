@@ -59,7 +59,13 @@ public enum HAProxyWriter {
         for frontend in configuration.frontends {
             out.append("frontend \(frontend.name)")
             if frontend.mode != defaultMode { out.append("    mode \(frontend.mode.rawValue)") }
-            for bind in frontend.binds { out.append("    bind \(address(bind))") }
+            for bind in frontend.binds {
+                if let tls = frontend.tls[bind] {
+                    out.append("    bind \(address(bind)) \(HAProxyTLSSyntax.bindParameters(tls))")
+                } else {
+                    out.append("    bind \(address(bind))")
+                }
+            }
             if frontend.timeouts.client != defaults.client {
                 out.append("    timeout client \(DurationParser.format(frontend.timeouts.client))")
             }

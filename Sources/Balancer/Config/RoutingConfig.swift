@@ -18,14 +18,16 @@ public enum ACLCriterion: String, Sendable, Equatable, CaseIterable {
     case pathDirectory = "path_dir"
     case method
     case source = "src"
-    /// The client connection is TLS: always false (no TLS listener exists).
+    /// The client connection came in on a TLS bind (`ssl crt ...`).
     case tls = "ssl_fc"
+    /// The server name the TLS client sent (SNI); absent on plain binds and without SNI.
+    case tlsServerName = "ssl_fc_sni"
 
     /// The match a derivative implies; nil for the plain string fetches, which default to
     /// `str` and accept `-m`.
     var impliedMatch: ACLMatch? {
         switch self {
-        case .host, .requestHost, .path: nil
+        case .host, .requestHost, .path, .tlsServerName: nil
         case .hostBegins, .pathBegins: .begins
         case .hostEnds, .pathEnds: .ends
         case .hostDomain: .domain

@@ -26,6 +26,7 @@ public enum HTTPHeadWriter {
         forwardFor: Bool,
         keepAliveToServer: Bool,
         edits: RequestEdits? = nil,
+        forwardedProtoHTTPS: Bool = false,
         into output: inout [UInt8]
     ) {
         if let edits, let path = edits.path {
@@ -37,12 +38,21 @@ public enum HTTPHeadWriter {
             HTTPSyntax.append(input, head.startLine, to: &output)
         }
         HTTPSyntax.append("\r\n", to: &output)
+        // On a TLS bind the client's own X-Forwarded-Proto is replaced: only the proxy
+        // knows how the request arrived.
         if let edits {
-            writeFields(head, from: input, keepingUpgrade: head.upgrade, skipping: { edits.drops(input, $0.name) }, into: &output)
+            writeFields(head, from: input, keepingUpgrade: head.upgrade, skipping: {
+                edits.drops(input, $0.name)
+                    || (forwardedProtoHTTPS && HTTPSyntax.equalsIgnoringCase(input, $0.name, "x-forwarded-proto"))
+            }, into: &output)
             edits.appendFields(to: &output)
+        } else if forwardedProtoHTTPS {
+            writeFields(head, from: input, keepingUpgrade: head.upgrade,
+                        skipping: { HTTPSyntax.equalsIgnoringCase(input, $0.name, "x-forwarded-proto") }, into: &output)
         } else {
             writeFields(head, from: input, keepingUpgrade: head.upgrade, skipping: { _ in false }, into: &output)
         }
+        if forwardedProtoHTTPS { HTTPSyntax.append("X-Forwarded-Proto: https\r\n", to: &output) }
         if forwardFor {
             HTTPSyntax.append("X-Forwarded-For: ", to: &output)
             output.append(contentsOf: clientAddress)

@@ -17,6 +17,12 @@
 //
 // Ordering: while a request is being served the client socket is not read beyond that
 // request's body, so pipelined requests wait in `clientIn` and are answered in order.
+//
+// TLS (a bind with `ssl`): the client side goes through `tls`. The handshake runs first,
+// bounded by the request timeout from the accept (and `timeout client` when shorter); a
+// handshake that fails (garbage, plaintext HTTP, a client that stops halfway) closes this
+// connection only, quietly, as haproxy does. Bodies never splice to or from a TLS client:
+// the bytes must pass through the record layer.
 final class HTTPSession: EventHandler, ProxySession {
     var registration = EventLoop.Registration.none
     var deadline: Int64 = 0
@@ -46,6 +52,11 @@ final class HTTPSession: EventHandler, ProxySession {
     var clientShutdown = false
     var clientWatchesOutput = false
     var clientHangupSeen = false
+    /// The client's TLS, on an `ssl` bind.
+    let tls: TLSConnection?
+    /// The last TLS operation waits for the socket to become writable (a read or the
+    /// handshake can need that too, not only a write).
+    var tlsWaitsWritable = false
 
     // Server side. The socket is watched through the loop's owner table (side 1), so a
     // late event for a socket the session let go of goes to its new owner or nowhere.
@@ -106,8 +117,10 @@ final class HTTPSession: EventHandler, ProxySession {
     static let highWater = 64 * 1024
     static let readChunk = 16 * 1024
 
-    init(worker: ProxyWorker, client: CInt, peer: SocketAddress, frontend: FrontendRuntime, now: Int64) {
+    init(worker: ProxyWorker, client: CInt, peer: SocketAddress, frontend: FrontendRuntime, tls: TLSConnection? = nil,
+         now: Int64) {
         self.worker = worker
+        self.tls = tls
         self.client = FileDescriptor(adopting: client)
         self.peer = peer
         self.frontend = frontend
@@ -208,6 +221,10 @@ final class HTTPSession: EventHandler, ProxySession {
 
     func deadlineReached(loop: EventLoop) {
         guard !closed else { return }
+        if let tls, !tls.handshakeDone, loop.now >= machine.acceptedAt + machine.timeouts.client {
+            perform(.close(log: false, abort: true), loop: loop)
+            return
+        }
         if machine.phase == .exchanging && machine.connecting
             && loop.now >= machine.connectStartedAt + machine.timeouts.connect {
             if let server { SessionStats.connectFailed(server, backend: backend, loop: loop) }
@@ -230,6 +247,12 @@ final class HTTPSession: EventHandler, ProxySession {
                 break
             }
             progress = false
+            if let tls, !tls.handshakeDone {
+                // Nothing moves before the handshake is over.
+                if !handshake(tls, loop: loop) { break }
+                progress = true
+                continue
+            }
             if readClient(loop: loop) { progress = true }
             if closed { return }
             if handleClientInput(loop: loop) { progress = true }
@@ -257,7 +280,96 @@ final class HTTPSession: EventHandler, ProxySession {
         updateInterest(loop: loop)
         deadline = machine.deadline(clientInputPending: !clientIn.isEmpty, clientOutputPending: !clientOut.isEmpty,
                                     serverReadPaused: serverReadPaused)
+        if let tls, !tls.handshakeDone { deadline = min(deadline, machine.acceptedAt + machine.timeouts.client) }
         loop.scheduleDeadline(for: self)
+    }
+
+    // MARK: TLS
+
+    /// One step of the handshake; true when it completed.
+    private func handshake(_ tls: TLSConnection, loop: EventLoop) -> Bool {
+        switch tls.handshake() {
+        case .processed:
+            tlsWaitsWritable = false
+            return true
+        case .wantRead:
+            clientReadable = false
+            tlsWaitsWritable = false
+        case .wantWrite:
+            clientWritable = false
+            tlsWaitsWritable = true
+        case .closed, .failed:
+            // Not a request: nothing to log, nobody to answer in HTTP.
+            perform(.close(log: false, abort: true), loop: loop)
+        }
+        return false
+    }
+
+    /// Ends the client's output: close_notify on TLS, then a FIN.
+    private func shutdownClientOutput() {
+        tls?.shutdown()
+        Posix.shutdown(clientFD, .write)
+        clientShutdown = true
+    }
+
+    /// Reads from the client through the socket or TLS; nil when it must wait.
+    private func clientReceive(_ target: UnsafeMutableRawBufferPointer) throws(SystemError) -> Int? {
+        guard let tls else {
+            switch try Posix.read(clientFD, target) {
+            case .wouldBlock:
+                clientReadable = false
+                return nil
+            case .processed(let n):
+                // A short read emptied the socket's queue; edge-triggered epoll reports the
+                // next bytes that arrive, so there is no need to learn it from an EAGAIN.
+                if n > 0 && n < target.count && !clientHangupSeen { clientReadable = false }
+                return n
+            }
+        }
+        // TLS reads until OpenSSL says it needs the socket: a short read proves nothing
+        // (the rest of a record may be buffered in OpenSSL).
+        switch tls.read(into: target) {
+        case .processed(let n):
+            return n
+        case .wantRead:
+            clientReadable = false
+            return nil
+        case .wantWrite:
+            clientWritable = false
+            tlsWaitsWritable = true
+            return nil
+        case .closed:
+            return 0
+        case .failed:
+            throw SystemError("SSL_read", .connectionReset)
+        }
+    }
+
+    /// Writes to the client through the socket or TLS; nil when it must wait.
+    private func clientSend(_ bytes: UnsafeRawBufferPointer) throws(SystemError) -> Int? {
+        guard let tls else {
+            switch try Posix.write(clientFD, bytes) {
+            case .wouldBlock:
+                clientWritable = false
+                return nil
+            case .processed(let n):
+                return n
+            }
+        }
+        switch tls.write(bytes) {
+        case .processed(let n):
+            tlsWaitsWritable = false
+            return n
+        case .wantWrite:
+            clientWritable = false
+            tlsWaitsWritable = true
+            return nil
+        case .wantRead:
+            clientReadable = false
+            return nil
+        case .closed, .failed:
+            throw SystemError("SSL_write", .brokenPipe)
+        }
     }
 
     /// Gives back every buffer that holds nothing: between requests a connection keeps
@@ -339,17 +451,13 @@ final class HTTPSession: EventHandler, ProxySession {
             target = UnsafeMutableRawBufferPointer(rebasing: clientIn.writable(atLeast: HTTPSession.readChunk).prefix(HTTPSession.readChunk))
         }
         do {
-            switch try Posix.read(clientFD, target) {
-            case .wouldBlock:
-                clientReadable = false
+            switch try clientReceive(target) {
+            case nil:
                 return false
-            case .processed(0):
+            case 0:
                 clientEOF = true
                 return true
-            case .processed(let n):
-                // A short read emptied the socket's queue; edge-triggered epoll reports the
-                // next bytes that arrive, so there is no need to learn it from an EAGAIN.
-                if n < target.count && !clientHangupSeen { clientReadable = false }
+            case let n?:
                 if !lingering {
                     clientBytesUncounted &+= n
                     clientIn.didWrite(n)
@@ -447,11 +555,17 @@ final class HTTPSession: EventHandler, ProxySession {
         var edits: RequestEdits? = nil
         if !routing.trivial {
             let pathRange = RoutingTable.pathRange(bytes, head.target)
-            let view = RequestView(bytes: bytes, method: head.methodRange, methodKind: head.method, host: head.hostRange,
+            var view = RequestView(bytes: bytes, method: head.methodRange, methodKind: head.method, host: head.hostRange,
                                    path: pathRange.map { UnsafeRawBufferPointer(rebasing: bytes[$0]) },
-                                   source: IPPattern.address(of: peer))
+                                   source: IPPattern.address(of: peer), tls: tls != nil)
             let answer: (status: Int, error: ErrorResponse?, termination: TerminationState)
-            switch routing.decide(view, scratch: worker.routingScratch) {
+            let decision = tls.map { tls in
+                tls.withServerName { name in
+                    view.serverName = name
+                    return routing.decide(view, scratch: worker.routingScratch)
+                }
+            } ?? routing.decide(view, scratch: worker.routingScratch)
+            switch decision {
             case .backend(let index):
                 chosen = index
                 let decided = RequestEdits(table: routing, scratch: worker.routingScratch, pathRange: pathRange)
@@ -488,7 +602,7 @@ final class HTTPSession: EventHandler, ProxySession {
         if frontend.config.forwardFor { peer.withNumericHost { worker.peerText.append(contentsOf: $0) } }
         HTTPHeadWriter.writeRequest(head, from: bytes, clientAddress: worker.peerText,
                                     forwardFor: frontend.config.forwardFor, keepAliveToServer: true,
-                                    edits: edits, into: &worker.scratch)
+                                    edits: edits, forwardedProtoHTTPS: tls != nil, into: &worker.scratch)
         // The request waits in `serverOut` until its response starts (for a replay): a
         // request that is all here and small waits in a small buffer.
         serverOutSent = 0
@@ -694,8 +808,7 @@ final class HTTPSession: EventHandler, ProxySession {
                 progress = true
             }
             if serverEOF && clientOut.isEmpty && !clientShutdown {
-                Posix.shutdown(clientFD, .write)
-                clientShutdown = true
+                shutdownClientOutput()
                 progress = true
             }
             if clientShutdown && serverShutdown && serverEOF && clientEOF {
@@ -818,11 +931,10 @@ final class HTTPSession: EventHandler, ProxySession {
     private func flushClient(loop: EventLoop) -> Bool {
         guard clientWritable, !clientOut.isEmpty else { return false }
         do {
-            switch try Posix.write(clientFD, clientOut.readable) {
-            case .wouldBlock:
-                clientWritable = false
+            switch try clientSend(clientOut.readable) {
+            case nil:
                 return false
-            case .processed(let n):
+            case let n?:
                 clientOut.consume(n)
                 machine.clientWritten(now: loop.now)
                 return true
@@ -838,7 +950,7 @@ final class HTTPSession: EventHandler, ProxySession {
     /// Starts moving the rest of a large Content-Length request body, or of a large chunk,
     /// with splice(2), once everything before it went to the server.
     private func startRequestSplice(loop: EventLoop) -> Bool {
-        guard worker.splice, phase == .exchanging, let x = exchange, !x.upActive, clientIn.isEmpty, !clientEOF,
+        guard worker.splice, tls == nil, phase == .exchanging, let x = exchange, !x.upActive, clientIn.isEmpty, !clientEOF,
               case let count = x.requestBody.spliceableBytes, count >= worker.spliceThreshold,
               serverFD >= 0, !machine.connecting, serverOut.readableCount == serverOutSent,
               let pipe = worker.pool.takePipe() else { return false }
@@ -853,7 +965,7 @@ final class HTTPSession: EventHandler, ProxySession {
     /// Starts moving the rest of a large Content-Length response body, or of a large
     /// chunk, with splice(2), once everything before it went to the client.
     private func startResponseSplice() -> Bool {
-        guard worker.splice, phase == .exchanging, machine.responseHeadDone, !machine.responseComplete,
+        guard worker.splice, tls == nil, phase == .exchanging, machine.responseHeadDone, !machine.responseComplete,
               let x = exchange, !x.downActive, serverIn.isEmpty, clientOut.isEmpty, serverFD >= 0, !serverEOF,
               case let count = x.responseBody.spliceableBytes, count >= worker.spliceThreshold,
               let pipe = worker.pool.takePipe() else { return false }
@@ -866,7 +978,7 @@ final class HTTPSession: EventHandler, ProxySession {
     /// After a 101, once the bytes that came with the heads are delivered, the tunnel is
     /// two relays through pipes, as in TCP mode. Without pipes it stays on the buffers.
     private func startTunnelSplice() -> Bool {
-        guard worker.splice, phase == .tunnel, let x = exchange, !x.upActive, !x.downActive, serverFD >= 0,
+        guard worker.splice, tls == nil, phase == .tunnel, let x = exchange, !x.upActive, !x.downActive, serverFD >= 0,
               clientIn.isEmpty, serverIn.isEmpty, clientOut.isEmpty, serverOut.readableCount == serverOutSent,
               !clientEOF, !serverEOF, !clientShutdown, !serverShutdown,
               let upPipe = worker.pool.takePipe() else { return false }
@@ -892,8 +1004,7 @@ final class HTTPSession: EventHandler, ProxySession {
             serverShutdown = true
         } else {
             serverEOF = true
-            Posix.shutdown(clientFD, .write)
-            clientShutdown = true
+            shutdownClientOutput()
         }
         if clientShutdown && serverShutdown { perform(machine.tunnelFinished(), loop: loop) }
     }
@@ -987,8 +1098,7 @@ final class HTTPSession: EventHandler, ProxySession {
         switch phase {
         case .lingering:
             if clientOut.isEmpty && !clientShutdown {
-                Posix.shutdown(clientFD, .write)
-                clientShutdown = true
+                shutdownClientOutput()
                 // The client had already closed its side: nothing is left to drain.
                 if clientEOF { perform(machine.clientEOF(headPending: false, now: loop.now), loop: loop) }
             }
@@ -1043,6 +1153,7 @@ final class HTTPSession: EventHandler, ProxySession {
         pool.giveBack(&clientOut)
         pool.giveBack(&serverIn)
         pool.giveBack(&serverOut)
+        if tls != nil { pool.noteFreed(bytes: TLSConnection.estimatedIdleBytes) }
         worker.httpSessionEnded(self, loop: loop)
         loop.deregister(self)
     }
@@ -1050,7 +1161,7 @@ final class HTTPSession: EventHandler, ProxySession {
     // MARK: interest
 
     private func updateInterest(loop: EventLoop) {
-        var clientNeeds = !clientOut.isEmpty && !clientWritable
+        var clientNeeds = (!clientOut.isEmpty || tlsWaitsWritable) && !clientWritable
         var serverNeeds = machine.connecting || (serverOut.readableCount > serverOutSent && !serverWritable)
         if let x = exchange {
             if x.downActive && x.down.pending > 0 && !x.down.destinationWritable { clientNeeds = true }

@@ -6,6 +6,11 @@ final class Listener: EventHandler {
     var filedDeadline: Int64 = 0
     let fd: CInt
     let frontend: FrontendRuntime
+    /// The bind this socket listens for (the key of its TLS settings).
+    let bind: HostPort
+    /// The TLS context of an `ssl` bind: new connections handshake with it. Replaced by a
+    /// task from Proxy.reloadCertificates; connections keep the one they started with.
+    var tls: TLSContext?
     unowned let worker: ProxyWorker
     /// Accepting stopped (maxconn reached, or out of descriptors) while connections may
     /// be waiting: edge-triggered epoll will not tell us again, so we must retry.
@@ -18,9 +23,11 @@ final class Listener: EventHandler {
     /// resumes at once; this covers slots freed on other loops).
     static let pauseRetry: Int64 = 20_000_000
 
-    init(fd: CInt, frontend: FrontendRuntime, worker: ProxyWorker) {
+    init(fd: CInt, frontend: FrontendRuntime, bind: HostPort, tls: TLSContext?, worker: ProxyWorker) {
         self.fd = fd
         self.frontend = frontend
+        self.bind = bind
+        self.tls = tls
         self.worker = worker
     }
 
@@ -51,7 +58,7 @@ final class Listener: EventHandler {
                     worker.shared.releaseSlot()
                     return
                 case .processed(let (client, peer)):
-                    worker.startSession(client: client, peer: peer, frontend: frontend)
+                    worker.startSession(client: client, peer: peer, frontend: frontend, tls: tls)
                 }
             } catch {
                 worker.shared.releaseSlot()

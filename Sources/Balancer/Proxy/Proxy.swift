@@ -52,6 +52,9 @@ public final class Proxy: @unchecked Sendable {
     private(set) var workers: [ProxyWorker] = []
     private var threads: [LoopThread] = []
     let publishLock = Mutex<PublishState>(PublishState())
+    /// Per frontend, the TLS context of each `ssl` bind, as the listeners have it now.
+    /// Replaced whole by reloadCertificates (control thread).
+    private let tlsContexts: Mutex<[[HostPort: TLSContext]]>
     /// The active health checks, run on the loops (HealthCheck.swift).
     private(set) var healthChecks: HealthChecks!
     public private(set) var boundAddresses: [BoundAddress] = []
@@ -93,6 +96,22 @@ public final class Proxy: @unchecked Sendable {
                                              fallbackBackend: routesOnly ? -1 : backendIndex, loops: loops))
         }
         self.frontends = frontends
+        var contexts: [[HostPort: TLSContext]] = []
+        for frontend in configuration.frontends {
+            if frontend.mode == .tcp && !frontend.tls.isEmpty {
+                throw ProxyError("frontend '\(frontend.name)': 'ssl' binds are supported in HTTP mode only")
+            }
+            var byBind: [HostPort: TLSContext] = [:]
+            for (bind, config) in frontend.tls {
+                do {
+                    byBind[bind] = try TLSContext(config)
+                } catch {
+                    throw ProxyError("frontend '\(frontend.name)', bind \(bind): \(error)")
+                }
+            }
+            contexts.append(byBind)
+        }
+        self.tlsContexts = Mutex(contexts)
         let counters = configuration.backends.map { BackendCounters(name: $0.name, loops: loops) }
         let backendNames = Dictionary(configuration.backends.enumerated().map { ($1.name, $0) }, uniquingKeysWith: { a, _ in a })
         let routing = frontends.map { f in
@@ -154,6 +173,7 @@ public final class Proxy: @unchecked Sendable {
     private func bindListeners() throws {
         for frontend in frontends {
             for bind in frontend.config.binds {
+                let tls = tlsContexts.withLock { $0[frontend.index][bind] }
                 var address: SocketAddress
                 do {
                     address = try SocketAddress.resolve(host: bind.host, port: bind.port)
@@ -169,7 +189,7 @@ public final class Proxy: @unchecked Sendable {
                             if address.port == 0 {
                                 address = try Posix.localAddress(fd)
                             }
-                            try worker.adopt(listenerFD: fd, frontend: frontend)
+                            try worker.adopt(listenerFD: fd, frontend: frontend, bind: bind, tls: tls)
                         }
                     } else {
                         let fd = try Socket.listen(on: address, reusePort: false)
@@ -178,7 +198,7 @@ public final class Proxy: @unchecked Sendable {
                         // of them and accept4 decides who gets each connection.
                         for (i, worker) in workers.enumerated() {
                             let own = i == 0 ? fd : try Posix.duplicate(fd)
-                            try worker.adopt(listenerFD: own, frontend: frontend)
+                            try worker.adopt(listenerFD: own, frontend: frontend, bind: bind, tls: tls)
                         }
                     }
                 } catch {
@@ -268,7 +288,10 @@ public final class Proxy: @unchecked Sendable {
     /// Returns warnings for the parts that were not applied.
     public func reload(_ new: Configuration) throws -> [String] {
         var warnings: [String] = []
-        if new.frontends != configuration.frontends {
+        // TLS settings and certificates apply live (reloadCertificates); the rest of a
+        // frontend needs a restart.
+        let withoutTLS = { (frontends: [Frontend]) in frontends.map { f in var f = f; f.tls = [:]; return f } }
+        if withoutTLS(new.frontends) != withoutTLS(configuration.frontends) {
             warnings.append("frontend changes (bind, mode, default_backend, timeouts) need a restart; applied backend changes only")
         }
         // Resolve everything first, so a bad name leaves the old tables in place.
@@ -297,6 +320,7 @@ public final class Proxy: @unchecked Sendable {
                 warnings.append("new backend '\(backend.name)' needs a restart")
             }
         }
+        warnings += reloadCertificates(new)
         return warnings
     }
 
@@ -320,6 +344,50 @@ public final class Proxy: @unchecked Sendable {
         let fromFile = configuration.backends.count
         live.backends = Array(backends.prefix(fromFile)) + backends.dropFirst(fromFile).sorted { $0.name < $1.name }
         return live
+    }
+
+    /// Loads the certificates of every `ssl` bind again, with the TLS settings `new`
+    /// gives that bind (a bind `new` no longer has keeps its context), and hands the new
+    /// contexts to the loops: handshakes from now on use them, established connections
+    /// keep theirs. A bind whose certificates fail to load keeps its old context; the
+    /// returned messages name the bind, the file and OpenSSL's reason. Control thread;
+    /// blocking (reads files).
+    @discardableResult
+    public func reloadCertificates(_ new: Configuration) -> [String] {
+        var warnings: [String] = []
+        var changed: [(Int, [HostPort: TLSContext])] = []
+        for frontend in frontends where !frontend.config.tls.isEmpty {
+            let settings = new.frontends.first { $0.name == frontend.config.name }?.tls ?? [:]
+            var fresh: [HostPort: TLSContext] = [:]
+            for bind in frontend.config.tls.keys {
+                guard let config = settings[bind] else {
+                    warnings.append("frontend '\(frontend.config.name)', bind \(bind): no longer 'ssl' in the file; keeping its certificates (a restart applies it)")
+                    continue
+                }
+                do {
+                    fresh[bind] = try TLSContext(config)
+                } catch {
+                    warnings.append("frontend '\(frontend.config.name)', bind \(bind): keeping the previous certificates: \(error)")
+                }
+            }
+            guard !fresh.isEmpty else { continue }
+            tlsContexts.withLock { $0[frontend.index].merge(fresh) { _, new in new } }
+            changed.append((frontend.index, fresh))
+        }
+        if !changed.isEmpty {
+            let installed = changed
+            handOut { worker in
+                for (index, contexts) in installed { worker.installTLS(contexts, frontend: index) }
+            }
+        }
+        return warnings
+    }
+
+    /// The subjects of the certificates bind `bind` of frontend `name` serves now (the
+    /// first is the default), for logs and tests.
+    public func certificateSubjects(frontend name: String, bind: HostPort) -> [String] {
+        guard let f = frontends.firstIndex(where: { $0.config.name == name }) else { return [] }
+        return tlsContexts.withLock { $0[f][bind]?.subjects ?? [] }
     }
 
     /// Hands every loop the backend arrays as they are now (grown by publishRoutes) and

@@ -126,15 +126,26 @@ final class ProxyWorker: @unchecked Sendable {
     }
 
     /// Registers the listening sockets created for this loop.
-    func adopt(listenerFD fd: CInt, frontend: FrontendRuntime) throws(SystemError) {
-        let listener = Listener(fd: fd, frontend: frontend, worker: self)
+    func adopt(listenerFD fd: CInt, frontend: FrontendRuntime, bind: HostPort, tls: TLSContext?) throws(SystemError) {
+        let listener = Listener(fd: fd, frontend: frontend, bind: bind, tls: tls, worker: self)
         loop.register(listener)
         try loop.watch(fd, side: 0, events: [.readable], for: listener)
         listeners.append(listener)
     }
 
-    func startSession(client: CInt, peer: SocketAddress, frontend: FrontendRuntime) {
+    func startSession(client: CInt, peer: SocketAddress, frontend: FrontendRuntime, tls context: TLSContext? = nil) {
         // TCP_NODELAY comes from the listener (see Socket.listen).
+        var tls: TLSConnection? = nil
+        if let context {
+            tls = TLSConnection(context: context, fd: client)
+            if tls == nil {
+                // OpenSSL could not make the connection's state (out of memory): refuse
+                // this client, keep the others.
+                Posix.close(client)
+                shared.releaseSlot()
+                return
+            }
+        }
         frontend.maxCurrent.raiseMaximum(to: frontend.current.add(1, ordering: .relaxed).newValue)
         frontend.total.add(1, ordering: .relaxed)
         switch frontend.config.mode {
@@ -143,7 +154,7 @@ final class ProxyWorker: @unchecked Sendable {
                                      table: tables[frontend.backendIndex], now: loop.now)
             session.start(loop: loop)
         case .http:
-            let session = HTTPSession(worker: self, client: client, peer: peer, frontend: frontend, now: loop.now)
+            let session = HTTPSession(worker: self, client: client, peer: peer, frontend: frontend, tls: tls, now: loop.now)
             session.start(loop: loop)
         }
     }
@@ -171,6 +182,15 @@ final class ProxyWorker: @unchecked Sendable {
         // A slot is free again: a listener paused on maxconn can take the next client now.
         for listener in listeners where listener.paused {
             loop.runAgain(listener)
+        }
+    }
+
+    /// Makes `contexts` (by bind address) the TLS contexts of this loop's listeners of
+    /// frontend `index` (a task from Proxy.reloadCertificates). Established connections
+    /// keep theirs.
+    func installTLS(_ contexts: [HostPort: TLSContext], frontend index: Int) {
+        for listener in listeners where listener.frontend.index == index {
+            if let context = contexts[listener.bind] { listener.tls = context }
         }
     }
 

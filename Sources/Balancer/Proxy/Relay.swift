@@ -294,6 +294,13 @@ final class TransferPool {
 
     static let sweepInterval: Int64 = 1_000_000_000
 
+    /// Memory freed outside the pool that the next sweep should hand back to the kernel
+    /// too: a closed TLS connection frees OpenSSL's state (several KiB, in many small
+    /// blocks that interleave with everything else on the heap).
+    func noteFreed(bytes: Int) {
+        freedSinceSweep += bytes
+    }
+
     /// Whether `sweep` could free something: the worker keeps a timer armed while so.
     var needsSweep: Bool { large.holdsSpare || small.holdsSpare || freedSinceSweep > 0 }
 

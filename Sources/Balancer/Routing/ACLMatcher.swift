@@ -16,6 +16,10 @@ struct RequestView {
     var path: UnsafeRawBufferPointer?
     /// The client's address, IPv4 as an IPv4-mapped IPv6 address.
     var source: IPPattern.Address
+    /// The request came in over TLS (`ssl_fc`).
+    var tls = false
+    /// The TLS client's server name (`ssl_fc_sni`), nil without TLS or SNI.
+    var serverName: UnsafeRawBufferPointer? = nil
 }
 
 /// An IPv4 or IPv6 network (`10.0.0.0/8`, `::1`), held as 128 bits: IPv4 networks are
@@ -110,7 +114,10 @@ struct CompiledTest: Sendable {
     func matches(_ request: RequestView) -> Bool {
         switch criterion {
         case .tls:
-            return false
+            return request.tls
+        case .tlsServerName:
+            guard let name = request.serverName else { return false }
+            return anyPattern(name, 0..<name.count)
         case .source:
             for network in networks where network.contains(request.source) { return true }
             return false
