@@ -13,6 +13,8 @@
 //   X-TLS-SNI: the server name the client sent, `-` when none
 //   X-TLS-Protocol: TLSv1.3 / TLSv1.2
 //   X-TLS-Client-Certificate: the client certificate's CN, `-` when none was sent
+//   X-Connection-Request: 1 for the first request on its connection, 2 for the next...
+//     (a proxy's keep-alive reuse of its server connection shows as 2 and up)
 // `GET /bytes/N` answers N bytes (of `x`) instead, for long transfers.
 
 import Glibc
@@ -87,6 +89,7 @@ public final class TLSTestServer: @unchecked Sendable {
                 # The handshake runs here, on the connection's thread, bounded in time.
                 self.request.settimeout(10)
                 self.request.do_handshake()
+                self.served = 0
                 super().setup()
 
             def do_GET(self):
@@ -108,8 +111,10 @@ public final class TLSTestServer: @unchecked Sendable {
                     for key, value in rdn:
                         if key == "commonName":
                             client_cn = value
+                self.served += 1
                 self.send_response(200)
                 self.send_header("Content-Type", "text/plain")
+                self.send_header("X-Connection-Request", str(self.served))
                 self.send_header("Content-Length", str(count if body is None else len(body)))
                 self.send_header("X-Server-Name", a.name)
                 self.send_header("X-TLS-SNI", getattr(s, "sni", None) or "-")

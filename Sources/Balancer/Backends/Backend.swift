@@ -195,9 +195,13 @@ public final class Server: Sendable {
     public let address: SocketAddress
     public let config: ServerConfig
     public let health: ServerHealth
+    /// The TLS client context of an `ssl` server (shared with the servers that verify
+    /// the same way); nil for plain TCP.
+    public let tls: TLSClientContext?
     let nameBytes: [UInt8]
 
-    public init(config: ServerConfig, address: SocketAddress, health: ServerHealth) {
+    public init(config: ServerConfig, address: SocketAddress, health: ServerHealth, tls: TLSClientContext? = nil) {
+        self.tls = tls
         self.name = config.name
         self.nameBytes = Array(config.name.utf8)
         self.address = address

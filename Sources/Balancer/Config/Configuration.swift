@@ -311,15 +311,18 @@ public struct ServerConfig: Sendable, Equatable {
     /// `slowstart D`: after the server comes back UP, its weight ramps from almost
     /// nothing to `weight` over this time.
     public var slowStart: Duration?
+    /// `ssl ...`: the connection to the server is TLS. nil: plain TCP.
+    public var tls: TLSServerConfig?
 
     public init(name: String, address: HostPort, weight: Int = 1, backup: Bool = false, check: HealthCheckConfig? = nil,
-                slowStart: Duration? = nil) {
+                slowStart: Duration? = nil, tls: TLSServerConfig? = nil) {
         self.name = name
         self.address = address
         self.weight = weight
         self.backup = backup
         self.check = check
         self.slowStart = slowStart
+        self.tls = tls
     }
 }
 

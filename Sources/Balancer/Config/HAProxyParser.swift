@@ -246,6 +246,10 @@ extension HAProxyParser {
         // inheriting `default-server inter 5s`) picks them up.
         var health = HealthCheckConfig()
         var slowStart: Duration? = nil
+        /// `ssl` and its companions; `verify`, `ca-file` and `sni` are kept without `ssl`
+        /// too (haproxy does), for a later `ssl` to pick them up.
+        var ssl = false
+        var tls = TLSServerConfig()
     }
 
     private enum SectionKind: String {
@@ -288,6 +292,8 @@ extension HAProxyParser {
         /// `ssl-default-bind-*` and `crt-base` of `global`.
         var tlsDefaults = TLSBindDefaults()
         var crtBase: String?
+        /// `ca-base` of `global`: prefixes a relative `ca-file`.
+        var caBase: String?
         /// What the next proxy inherits: the last `defaults` section, or built-ins before any.
         var inherited = ProxySettings()
         var namedDefaults: [String: (settings: ProxySettings, line: Int)] = [:]
@@ -445,15 +451,15 @@ extension HAProxyParser {
         ///   chroot; the service manager must start it as the right user. They are accepted
         ///   because nearly every haproxy.cfg has them.
         /// - `log`, `log-send-hostname`: balancerd logs to stderr.
-        /// - `ca-base`, `ssl-default-server-*`, `tune.ssl.default-dh-param`: TLS defaults
-        ///   towards servers, or for DH key exchanges OpenSSL 3 no longer needs them for;
-        ///   `ssl` on a server line is an error. (`ssl-default-bind-*` and `crt-base` are
-        ///   handled below.)
+        /// - `ssl-default-server-*`, `tune.ssl.default-dh-param`: TLS settings towards
+        ///   servers (balancerd uses OpenSSL's defaults there), or for DH key exchanges
+        ///   OpenSSL 3 no longer needs them for. (`ssl-default-bind-*`, `crt-base` and
+        ///   `ca-base` are handled below.)
         /// - `ulimit-n`: balancerd raises its own descriptor limit.
         /// - `stats socket`, `stats timeout` (handled below): haproxy's admin socket.
         static let ignoredGlobalKeywords: Set<String> = [
             "daemon", "pidfile", "user", "group", "uid", "gid", "chroot", "log", "log-send-hostname",
-            "ca-base", "ssl-default-server-ciphers", "ssl-default-server-options",
+            "ssl-default-server-ciphers", "ssl-default-server-options",
             "ssl-default-server-ciphersuites", "tune.ssl.default-dh-param", "ulimit-n",
         ]
 
@@ -477,6 +483,9 @@ extension HAProxyParser {
                 default:
                     throw error(line, sub.isEmpty ? "stats" : "stats \(sub)", "only 'stats socket' and 'stats timeout' are accepted in global")
                 }
+            case "ca-base":
+                try arguments(words, count: 1, line: line, keyword: keyword)
+                caBase = words[1]
             case "ssl-default-bind-ciphers", "ssl-default-bind-ciphersuites", "crt-base":
                 guard words.count == 2 else { throw error(line, keyword, "expected '\(keyword) VALUE'") }
                 switch keyword {
@@ -583,9 +592,14 @@ extension HAProxyParser {
                 }
                 var parameters = proxy.settings.server
                 try serverParameters(words[3...], line: line, into: &parameters)
+                if parameters.ssl && parameters.tls.verify == .required && parameters.tls.caFile == nil {
+                    // haproxy -c refuses it too: verifying against no authority fails every connection.
+                    throw error(line, keyword, "server '\(name)': 'ssl' verifies the server's certificate by default ('verify required') and needs a 'ca-file'; write 'verify none' to skip verification")
+                }
                 proxy.servers.append(ServerConfig(
                     name: name, address: address, weight: parameters.weight, backup: parameters.backup,
-                    check: parameters.check ? parameters.health : nil, slowStart: parameters.slowStart))
+                    check: parameters.check ? parameters.health : nil, slowStart: parameters.slowStart,
+                    tls: parameters.ssl ? parameters.tls : nil))
                 proxy.serverLines[name] = line
             case "stats" where proxy.kind == .listen || proxy.kind == .frontend:
                 // haproxy's stats page idiom: `listen stats / bind :8404 / stats enable /
@@ -1169,7 +1183,26 @@ extension HAProxyParser {
                     // Accepted and ignored: balancerd has no per-server queue to enforce it with.
                     _ = try integer(try value(for: keyword), line: line, keyword: keyword, in: 0...Int.max)
                 case "ssl":
-                    throw error(line, keyword, "TLS to servers is not supported by balancerd ('ssl' on a server line)")
+                    parameters.ssl = true
+                case "no-ssl":
+                    parameters.ssl = false
+                case "verify":
+                    let text = try value(for: keyword)
+                    guard let verify = TLSServerVerify(rawValue: text) else {
+                        throw error(line, keyword, "invalid value '\(text)' (expected 'none' or 'required')")
+                    }
+                    parameters.tls.verify = verify
+                case "ca-file":
+                    var path = try value(for: keyword)
+                    if let caBase, !path.hasPrefix("/") { path = caBase + "/" + path }
+                    parameters.tls.caFile = path
+                case "sni":
+                    // haproxy takes a sample expression; balancerd sends a fixed name.
+                    let text = try value(for: keyword)
+                    guard text.hasPrefix("str("), text.hasSuffix(")"), text.count > 5 else {
+                        throw error(line, keyword, "unsupported 'sni' expression '\(text)' (balancerd supports str(NAME))")
+                    }
+                    parameters.tls.serverName = String(text.dropFirst(4).dropLast())
                 default:
                     throw error(line, keyword, "unknown or unsupported server parameter '\(keyword)'")
                 }

@@ -133,7 +133,7 @@ public enum HAProxyWriter {
     }
 
     /// `server NAME ADDR:PORT weight W [backup] [check inter D [fastinter D] [downinter D]
-    /// rise N fall N] [slowstart D]`
+    /// rise N fall N] [slowstart D] [ssl verify none|required [ca-file F] [sni str(NAME)]]`
     public static func serverLine(_ server: ServerConfig) -> String {
         var line = "server \(server.name) \(address(server.address)) weight \(server.weight)"
         if server.backup { line += " backup" }
@@ -144,6 +144,11 @@ public enum HAProxyWriter {
             line += " rise \(check.rise) fall \(check.fall)"
         }
         if let slowStart = server.slowStart { line += " slowstart \(DurationParser.format(slowStart))" }
+        if let tls = server.tls {
+            line += " ssl verify \(tls.verify.rawValue)"
+            if let caFile = tls.caFile { line += " ca-file \(word(caFile))" }
+            if let name = tls.serverName { line += " sni str(\(name))" }
+        }
         return line
     }
 

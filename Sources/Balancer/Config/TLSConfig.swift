@@ -86,3 +86,28 @@ public struct TLSBindConfig: Sendable, Equatable {
                   options: defaults.options)
     }
 }
+
+/// `verify` on a server line: whether the server's certificate chain is checked.
+public enum TLSServerVerify: String, Sendable, Equatable {
+    case none
+    case required
+}
+
+/// TLS towards a server (`server NAME ADDR ssl [verify none|required] [ca-file F]
+/// [sni str(NAME)]`): balancerd re-encrypts what it forwards.
+public struct TLSServerConfig: Sendable, Equatable, Hashable {
+    /// haproxy's default is `required` (`ssl-server-verify required`), which then needs a
+    /// `ca-file`: haproxy -c refuses a server that would verify against nothing.
+    public var verify: TLSServerVerify
+    /// PEM file of the certificate authorities the server's chain must lead to.
+    public var caFile: String?
+    /// The server name sent in the handshake (`sni str(NAME)`); with `verify required`
+    /// the server's certificate must also name it. nil: no SNI, no name check.
+    public var serverName: String?
+
+    public init(verify: TLSServerVerify = .required, caFile: String? = nil, serverName: String? = nil) {
+        self.verify = verify
+        self.caFile = caFile
+        self.serverName = serverName
+    }
+}

@@ -23,6 +23,12 @@
 // handshake that fails (garbage, plaintext HTTP, a client that stops halfway) closes this
 // connection only, quietly, as haproxy does. Bodies never splice to or from a TLS client:
 // the bytes must pass through the record layer.
+//
+// TLS to servers (`server ... ssl`): the server socket goes through `serverTLS`. Its
+// handshake is part of connecting: the machine hears `connected` only once it is over,
+// so `timeout connect` bounds it, and a refused certificate is a failed connect (SC in
+// the log, retries, passive health) like a refused SYN. An idle pooled connection keeps
+// its TLS state, so reusing it costs no handshake. No splice on those either.
 final class HTTPSession: EventHandler, ProxySession {
     var registration = EventLoop.Registration.none
     var deadline: Int64 = 0
@@ -76,6 +82,10 @@ final class HTTPSession: EventHandler, ProxySession {
     var serverShutdown = false
     var serverWatchesOutput = false
     var serverHangupSeen = false
+    /// The server connection's TLS (`server ... ssl`); nil for plain TCP.
+    var serverTLS: TLSConnection?
+    /// The last TLS operation on the server socket waits for it to become writable.
+    var serverTLSWaitsWritable = false
 
     // The current exchange. Its framing state, request line and body pipes live in an
     // HTTPExchangeState borrowed from the loop for the exchange only.
@@ -201,10 +211,12 @@ final class HTTPSession: EventHandler, ProxySession {
             guard serverFD >= 0 else { return }
             if machine.connecting {
                 guard input || output else { return }
-                if let _ = Posix.pendingError(serverFD) {
+                if let serverTLS {
+                    serverHandshake(serverTLS, loop: loop)
+                } else if let _ = Posix.pendingError(serverFD) {
                     connectFailed(timedOut: false, loop: loop)
                 } else {
-                    connectSucceeded(loop: loop)
+                    socketConnected(loop: loop)
                 }
             } else {
                 if input { serverReadable = true; exchange?.down.sourceReadable = true }
@@ -372,6 +384,69 @@ final class HTTPSession: EventHandler, ProxySession {
         }
     }
 
+    /// Reads from the server through the socket or TLS; nil when it must wait.
+    private func serverReceive(_ target: UnsafeMutableRawBufferPointer) throws(SystemError) -> Int? {
+        guard let serverTLS else {
+            switch try Posix.read(serverFD, target) {
+            case .wouldBlock:
+                serverReadable = false
+                return nil
+            case .processed(let n):
+                if n > 0 && n < target.count && !serverHangupSeen { serverReadable = false }   // drained (see clientReceive)
+                return n
+            }
+        }
+        switch serverTLS.read(into: target) {
+        case .processed(let n):
+            return n
+        case .wantRead:
+            serverReadable = false
+            return nil
+        case .wantWrite:
+            serverWritable = false
+            serverTLSWaitsWritable = true
+            return nil
+        case .closed:
+            return 0
+        case .failed:
+            throw SystemError("SSL_read", .connectionReset)
+        }
+    }
+
+    /// Writes to the server through the socket or TLS; nil when it must wait.
+    private func serverSend(_ bytes: UnsafeRawBufferPointer) throws(SystemError) -> Int? {
+        guard let serverTLS else {
+            switch try Posix.write(serverFD, bytes) {
+            case .wouldBlock:
+                serverWritable = false
+                return nil
+            case .processed(let n):
+                return n
+            }
+        }
+        switch serverTLS.write(bytes) {
+        case .processed(let n):
+            serverTLSWaitsWritable = false
+            return n
+        case .wantWrite:
+            serverWritable = false
+            serverTLSWaitsWritable = true
+            return nil
+        case .wantRead:
+            serverReadable = false
+            return nil
+        case .closed, .failed:
+            throw SystemError("SSL_write", .brokenPipe)
+        }
+    }
+
+    /// Ends the server's input side of the exchange: close_notify on TLS, then a FIN.
+    private func shutdownServerOutput() {
+        serverTLS?.shutdown()
+        Posix.shutdown(serverFD, .write)
+        serverShutdown = true
+    }
+
     /// Gives back every buffer that holds nothing: between requests a connection keeps
     /// no memory but this object.
     private func releaseEmptyBuffers() {
@@ -490,8 +565,7 @@ final class HTTPSession: EventHandler, ProxySession {
                 progress = true
             }
             if clientEOF && serverOut.readableCount == serverOutSent && !serverShutdown && serverFD >= 0 {
-                Posix.shutdown(serverFD, .write)
-                serverShutdown = true
+                shutdownServerOutput()
                 progress = true
             }
             return progress
@@ -665,8 +739,9 @@ final class HTTPSession: EventHandler, ProxySession {
         serverShutdown = false
         serverIn.clear()
         serverOutSent = 0
-        if let fd = worker.idlePool.take(backend: backendIndex, table: table, server: index) {
+        if let (fd, tls) = worker.idlePool.take(backend: backendIndex, table: table, server: index) {
             serverFD = fd
+            serverTLS = tls
             loop.setOwner(fd, to: self, side: 1)
             serverWatchesOutput = false
             machine.connectStarted(server: index, reused: true, now: loop.now)
@@ -681,8 +756,39 @@ final class HTTPSession: EventHandler, ProxySession {
             // session and the idle pool on every request, without an epoll_ctl.
             try loop.watchOwned(fd, events: [.readable, .writable, .readHangup], owner: self, side: 1)
             serverWatchesOutput = true
-            if connected { connectSucceeded(loop: loop) }
+            if connected { socketConnected(loop: loop) }
         } catch {
+            connectFailed(timedOut: false, loop: loop)
+        }
+    }
+
+    /// The TCP connection is up: a plain server is connected, a TLS one starts its
+    /// handshake.
+    private func socketConnected(loop: EventLoop) {
+        guard let context = server?.tls else {
+            connectSucceeded(loop: loop)
+            return
+        }
+        guard let tls = TLSConnection(client: context, serverName: server?.config.tls?.serverName, fd: serverFD) else {
+            connectFailed(timedOut: false, loop: loop)
+            return
+        }
+        serverTLS = tls
+        serverHandshake(tls, loop: loop)
+    }
+
+    /// One step of the server handshake: connected once it completes, a failed connect
+    /// when it fails (a certificate that does not verify, a server that is not TLS).
+    private func serverHandshake(_ tls: TLSConnection, loop: EventLoop) {
+        switch tls.handshake() {
+        case .processed:
+            serverTLSWaitsWritable = false
+            connectSucceeded(loop: loop)
+        case .wantRead:
+            serverTLSWaitsWritable = false
+        case .wantWrite:
+            serverTLSWaitsWritable = true
+        case .closed, .failed:
             connectFailed(timedOut: false, loop: loop)
         }
     }
@@ -706,12 +812,15 @@ final class HTTPSession: EventHandler, ProxySession {
         guard serverFD >= 0 else { return }
         serverUse.end(server, backend: backend)
         if reusable, machine.server >= 0 {
-            worker.idlePool.give(serverFD, backend: backendIndex, table: table, server: machine.server,
+            worker.idlePool.give(serverFD, tls: serverTLS, backend: backendIndex, table: table, server: machine.server,
                                  watchingOutput: serverWatchesOutput)
         } else {
+            serverTLS?.shutdown()
             loop.releaseOwned(serverFD)
             Posix.close(serverFD)
         }
+        serverTLS = nil
+        serverTLSWaitsWritable = false
         serverFD = -1
         serverWatchesOutput = false
     }
@@ -724,11 +833,10 @@ final class HTTPSession: EventHandler, ProxySession {
         guard pending > 0 else { return false }
         let bytes = UnsafeRawBufferPointer(rebasing: serverOut.readable[serverOutSent...])
         do {
-            switch try Posix.write(serverFD, bytes) {
-            case .wouldBlock:
-                serverWritable = false
+            switch try serverSend(bytes) {
+            case nil:
                 return false
-            case .processed(let n):
+            case let n?:
                 serverOutSent += n
                 machine.serverWritten(now: loop.now)
                 if !machine.request.replayable || machine.responseStarted || phase == .tunnel {
@@ -768,15 +876,13 @@ final class HTTPSession: EventHandler, ProxySession {
         worker.pool.borrow(&serverIn)
         let target = serverIn.writable(atLeast: HTTPSession.readChunk)
         do {
-            switch try Posix.read(serverFD, target) {
-            case .wouldBlock:
-                serverReadable = false
+            switch try serverReceive(target) {
+            case nil:
                 return false
-            case .processed(0):
+            case 0:
                 serverEOF = true
                 return true
-            case .processed(let n):
-                if n < target.count && !serverHangupSeen { serverReadable = false }   // drained (see readClient)
+            case let n?:
                 serverIn.didWrite(n)
                 machine.serverRead(now: loop.now)
                 return true
@@ -950,7 +1056,7 @@ final class HTTPSession: EventHandler, ProxySession {
     /// Starts moving the rest of a large Content-Length request body, or of a large chunk,
     /// with splice(2), once everything before it went to the server.
     private func startRequestSplice(loop: EventLoop) -> Bool {
-        guard worker.splice, tls == nil, phase == .exchanging, let x = exchange, !x.upActive, clientIn.isEmpty, !clientEOF,
+        guard worker.splice, tls == nil, serverTLS == nil, phase == .exchanging, let x = exchange, !x.upActive, clientIn.isEmpty, !clientEOF,
               case let count = x.requestBody.spliceableBytes, count >= worker.spliceThreshold,
               serverFD >= 0, !machine.connecting, serverOut.readableCount == serverOutSent,
               let pipe = worker.pool.takePipe() else { return false }
@@ -965,7 +1071,7 @@ final class HTTPSession: EventHandler, ProxySession {
     /// Starts moving the rest of a large Content-Length response body, or of a large
     /// chunk, with splice(2), once everything before it went to the client.
     private func startResponseSplice() -> Bool {
-        guard worker.splice, tls == nil, phase == .exchanging, machine.responseHeadDone, !machine.responseComplete,
+        guard worker.splice, tls == nil, serverTLS == nil, phase == .exchanging, machine.responseHeadDone, !machine.responseComplete,
               let x = exchange, !x.downActive, serverIn.isEmpty, clientOut.isEmpty, serverFD >= 0, !serverEOF,
               case let count = x.responseBody.spliceableBytes, count >= worker.spliceThreshold,
               let pipe = worker.pool.takePipe() else { return false }
@@ -978,7 +1084,7 @@ final class HTTPSession: EventHandler, ProxySession {
     /// After a 101, once the bytes that came with the heads are delivered, the tunnel is
     /// two relays through pipes, as in TCP mode. Without pipes it stays on the buffers.
     private func startTunnelSplice() -> Bool {
-        guard worker.splice, tls == nil, phase == .tunnel, let x = exchange, !x.upActive, !x.downActive, serverFD >= 0,
+        guard worker.splice, tls == nil, serverTLS == nil, phase == .tunnel, let x = exchange, !x.upActive, !x.downActive, serverFD >= 0,
               clientIn.isEmpty, serverIn.isEmpty, clientOut.isEmpty, serverOut.readableCount == serverOutSent,
               !clientEOF, !serverEOF, !clientShutdown, !serverShutdown,
               let upPipe = worker.pool.takePipe() else { return false }
@@ -1000,8 +1106,7 @@ final class HTTPSession: EventHandler, ProxySession {
     private func tunnelDirectionFinished(up: Bool, loop: EventLoop) {
         if up {
             clientEOF = true
-            Posix.shutdown(serverFD, .write)
-            serverShutdown = true
+            shutdownServerOutput()
         } else {
             serverEOF = true
             shutdownClientOutput()
@@ -1162,7 +1267,7 @@ final class HTTPSession: EventHandler, ProxySession {
 
     private func updateInterest(loop: EventLoop) {
         var clientNeeds = (!clientOut.isEmpty || tlsWaitsWritable) && !clientWritable
-        var serverNeeds = machine.connecting || (serverOut.readableCount > serverOutSent && !serverWritable)
+        var serverNeeds = machine.connecting || ((serverOut.readableCount > serverOutSent || serverTLSWaitsWritable) && !serverWritable)
         if let x = exchange {
             if x.downActive && x.down.pending > 0 && !x.down.destinationWritable { clientNeeds = true }
             if x.upActive && x.up.pending > 0 && !x.up.destinationWritable { serverNeeds = true }

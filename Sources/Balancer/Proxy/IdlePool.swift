@@ -23,6 +23,9 @@ final class IdlePool: EventHandler {
     struct Entry {
         var fd: CInt
         var since: Int64
+        /// The connection's TLS state (`server ... ssl`): it waits with the socket, so a
+        /// reuse skips the handshake. Freed with the entry when the connection closes.
+        var tls: TLSConnection?
     }
 
     /// Where an idle fd is listed, for the (rare) event path; indexed by fd.
@@ -57,23 +60,24 @@ final class IdlePool: EventHandler {
     /// Takes an idle connection to server `index` of `table` (backend `backend`), or nil.
     /// The caller becomes its owner (`EventLoop.setOwner`).
     @inline(__always)
-    func take(backend: Int, table: BackendTable, server index: Int) -> CInt? {
+    func take(backend: Int, table: BackendTable, server index: Int) -> (fd: CInt, tls: TLSConnection?)? {
         guard tables[backend] === table, let entry = lists[backend][index].popLast() else { return nil }
         locations[Int(entry.fd)] = Location()
-        return entry.fd
+        return (entry.fd, entry.tls)
     }
 
     /// Parks `fd` (an owned fd, see EventLoop.watchOwned) as idle for server `index` of
     /// `table`, or closes it when that table is no longer current or the server's list
     /// is full.
-    func give(_ fd: CInt, backend: Int, table: BackendTable, server index: Int, watchingOutput: Bool) {
+    func give(_ fd: CInt, tls: TLSConnection?, backend: Int, table: BackendTable, server index: Int,
+              watchingOutput: Bool) {
         guard tables[backend] === table, lists[backend][index].count < maxPerServer else {
-            close(fd)
+            close(fd, tls: tls)
             return
         }
         loop.setOwner(fd, to: self, side: Int(fd))
         if watchingOutput { try? loop.modifyOwned(fd, events: [.readable, .readHangup]) }
-        lists[backend][index].append(Entry(fd: fd, since: loop.now))
+        lists[backend][index].append(Entry(fd: fd, since: loop.now, tls: tls))
         let slot = Int(fd)
         if slot >= locations.count {
             locations.append(contentsOf: repeatElement(Location(), count: max(slot + 1 - locations.count, 256)))
@@ -106,7 +110,7 @@ final class IdlePool: EventHandler {
             } else {
                 for entry in list {
                     locations[Int(entry.fd)] = Location()
-                    close(entry.fd)
+                    close(entry.fd, tls: entry.tls)
                 }
             }
         }
@@ -127,7 +131,8 @@ final class IdlePool: EventHandler {
             lists[b][s].remove(at: i)
         }
         locations[Int(fd)] = Location()
-        close(fd)
+        // No close_notify: the server has closed or spoken out of turn.
+        close(fd, tls: nil)
     }
 
     /// The sweep: closes connections idle longer than `idleTimeout`.
@@ -139,9 +144,9 @@ final class IdlePool: EventHandler {
                 // Each list is in parking order, so the expired ones are at the front.
                 var expired = 0
                 while expired < lists[b][s].count && lists[b][s][expired].since <= limit {
-                    let fd = lists[b][s][expired].fd
-                    locations[Int(fd)] = Location()
-                    close(fd)
+                    let entry = lists[b][s][expired]
+                    locations[Int(entry.fd)] = Location()
+                    close(entry.fd, tls: entry.tls)
                     expired += 1
                 }
                 if expired > 0 { lists[b][s].removeFirst(expired) }
@@ -158,7 +163,10 @@ final class IdlePool: EventHandler {
 
     func resume(loop: EventLoop) {}
 
-    private func close(_ fd: CInt) {
+    /// Closes an idle connection; a TLS one says close_notify first (best effort: the
+    /// socket is idle, so the alert fits its buffer).
+    private func close(_ fd: CInt, tls: TLSConnection?) {
+        tls?.shutdown()
         loop.releaseOwned(fd)
         Posix.close(fd)
     }
@@ -169,7 +177,7 @@ final class IdlePool: EventHandler {
             for s in lists[b].indices {
                 for entry in lists[b][s] {
                     locations[Int(entry.fd)] = Location()
-                    close(entry.fd)
+                    close(entry.fd, tls: entry.tls)
                 }
                 lists[b][s].removeAll()
             }

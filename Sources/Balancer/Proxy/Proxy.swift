@@ -150,7 +150,13 @@ public final class Proxy: @unchecked Sendable {
     static func buildTable(_ config: BackendConfig, set: BackendSet, generation: UInt64,
                            registry: inout [String: ServerHealth], loops: Int) throws -> BackendTable {
         var servers: [Server] = []
-        for server in set.servers {
+        let contexts: [TLSClientContext?]
+        do throws(TLSError) {
+            contexts = try TLSClientContext.contexts(for: set.servers.map(\.tls))
+        } catch {
+            throw ProxyError("backend '\(config.name)': ca-file \(error)")
+        }
+        for (server, tls) in zip(set.servers, contexts) {
             let address: SocketAddress
             do {
                 address = try SocketAddress.resolve(host: server.address.host, port: server.address.port)
@@ -161,7 +167,7 @@ public final class Proxy: @unchecked Sendable {
             let key = "\(config.name)/\(server.name)/\(address)"
             let health = registry[key] ?? ServerHealth(loops: loops)
             registry[key] = health
-            servers.append(Server(config: server, address: address, health: health))
+            servers.append(Server(config: server, address: address, health: health, tls: tls))
         }
         var pruned: [String: ServerHealth] = [:]
         for (key, value) in registry where !key.hasPrefix("\(config.name)/") { pruned[key] = value }

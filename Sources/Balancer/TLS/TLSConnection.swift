@@ -29,9 +29,10 @@ final class TLSConnection {
     /// connections freed memory worth trimming.
     static let estimatedIdleBytes = 8 * 1024
 
-    /// The context the connection was accepted with: it stays alive (and in use for
-    /// this connection) after a reload swapped in a new one.
-    let context: TLSContext
+    /// The context the connection was made with (a TLSContext for a client, a
+    /// TLSClientContext towards a server): it stays alive (and in use for this
+    /// connection) after a reload swapped in a new one.
+    private let context: AnyObject
     private let ssl: OpaquePointer
     private(set) var handshakeDone = false
     /// A fatal error happened: OpenSSL forbids a close_notify after it.
@@ -48,6 +49,29 @@ final class TLSConnection {
             return nil
         }
         SSL_set_accept_state(ssl)
+        self.ssl = ssl
+        self.context = context
+    }
+
+    /// A connection to a server (`server ... ssl`): the handshake is SSL_connect's. With
+    /// `serverName` the handshake sends it (SNI), and under `verify required` the server's
+    /// certificate must name it (RFC 6125, checked by OpenSSL during the handshake).
+    init?(client context: TLSClientContext, serverName: String?, fd: CInt) {
+        guard let ssl = SSL_new(context.context) else {
+            _ = TLSError.openSSLReason()
+            return nil
+        }
+        var ok = SSL_set_fd(ssl, fd) == 1
+        if ok, let serverName {
+            ok = cbt_set_servername(ssl, serverName) == 1
+            if ok && context.config.verify == .required { ok = SSL_set1_host(ssl, serverName) == 1 }
+        }
+        guard ok else {
+            _ = TLSError.openSSLReason()
+            SSL_free(ssl)
+            return nil
+        }
+        SSL_set_connect_state(ssl)
         self.ssl = ssl
         self.context = context
     }

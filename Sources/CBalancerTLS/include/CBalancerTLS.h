@@ -46,6 +46,8 @@ static inline void cbt_ctx_set_servername_callback(SSL_CTX *ctx, cbt_servername_
     SSL_CTX_set_tlsext_servername_callback(ctx, callback);
     SSL_CTX_set_tlsext_servername_arg(ctx, arg);
 }
+/// Sets the server name a client connection sends (SNI); 1 on success.
+static inline int cbt_set_servername(SSL *ssl, const char *name) { return (int)SSL_set_tlsext_host_name(ssl, name); }
 /// The server name the client sent (SNI), or NULL.
 static inline const char *cbt_servername(const SSL *ssl) { return SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name); }
 
