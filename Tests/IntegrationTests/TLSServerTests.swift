@@ -140,3 +140,73 @@ extension TLSServerTests {
         XCTAssertNotEqual(try HAProxyProcess.check(configPath: unverifiable).exitCode, 0, "haproxy -c refuses it too")
     }
 }
+
+extension TLSServerTests {
+    /// TCP mode with `ssl` on the bind: balancerd terminates TLS and the echo server gets
+    /// plain bytes. A Python ssl client sends 64 MiB while reading the echo, and both
+    /// directions arrive intact (SHA-256 of what was sent and what came back).
+    func testTCPModeTerminatesTLSAndCarries64MiBBothWays() throws {
+        let certificates = try TLSCertificates()
+        let front = try certificates.selfSigned("front.test")
+        let echo = try EchoServer()
+        defer { echo.stop() }
+        let port = try freePort()
+        let config = try TempConfigFile("""
+            defaults
+                mode tcp
+                timeout connect 5s
+                timeout client 30s
+                timeout server 30s
+            frontend main
+                bind 127.0.0.1:\(port) ssl crt \(front.pemPath)
+                default_backend echo
+            backend echo
+                server echo 127.0.0.1:\(echo.port)
+            """)
+        let (balancer, _) = try startBalancer(["--config", config.path])
+        // One thread (OpenSSL forbids reading and writing one connection from two at
+        // once): non-blocking, sending while the echo comes back.
+        let script = #"""
+            import hashlib, select, socket, ssl, sys
+            port, total = int(sys.argv[1]), 64 << 20
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+            s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=30), server_hostname="front.test")
+            s.setblocking(False)
+            block = bytes(range(256)) * 256
+            sent, got = hashlib.sha256(), hashlib.sha256()
+            n = received = 0
+            pending = b""
+            while received < total:
+                want_write = n < total or pending
+                r, w, _ = select.select([s], [s] if want_write else [], [], 30)
+                if not r and not w:
+                    break
+                if w or pending:
+                    if not pending and n < total:
+                        pending = bytes([n // len(block) % 251]) + block[1 : min(len(block), total - n)]
+                    try:
+                        k = s.send(pending)
+                        sent.update(pending[:k]); n += k; pending = pending[k:]
+                    except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                        pass
+                while True:
+                    try:
+                        data = s.recv(1 << 16)
+                    except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                        break
+                    if not data:
+                        received = -1 if received < total else received
+                        break
+                    got.update(data); received += len(data)
+                if received < 0:
+                    break
+            print(s.version(), received, sent.hexdigest() == got.hexdigest())
+            """#
+        let result = try runProcess("/usr/bin/env", ["python3", "-c", script, String(port)], timeout: 120)
+        XCTAssertEqual(result.exitCode, 0, "\(result.allText)\n\(tail(balancer))")
+        XCTAssertEqual(result.stdoutText.trimmingCharacters(in: .whitespacesAndNewlines), "TLSv1.3 \(64 << 20) True",
+                       "\(result.allText)\n\(tail(balancer))")
+    }
+}

@@ -98,9 +98,6 @@ public final class Proxy: @unchecked Sendable {
         self.frontends = frontends
         var contexts: [[HostPort: TLSContext]] = []
         for frontend in configuration.frontends {
-            if frontend.mode == .tcp && !frontend.tls.isEmpty {
-                throw ProxyError("frontend '\(frontend.name)': 'ssl' binds are supported in HTTP mode only")
-            }
             var byBind: [HostPort: TLSContext] = [:]
             for (bind, config) in frontend.tls {
                 do {

@@ -151,7 +151,7 @@ final class ProxyWorker: @unchecked Sendable {
         switch frontend.config.mode {
         case .tcp:
             let session = TCPSession(worker: self, client: client, peer: peer, frontend: frontend,
-                                     table: tables[frontend.backendIndex], now: loop.now)
+                                     table: tables[frontend.backendIndex], tls: tls, now: loop.now)
             session.start(loop: loop)
         case .http:
             let session = HTTPSession(worker: self, client: client, peer: peer, frontend: frontend, tls: tls, now: loop.now)
@@ -161,6 +161,13 @@ final class ProxyWorker: @unchecked Sendable {
 
     /// An HTTP session closed (it logs its own requests).
     func httpSessionEnded(_ session: HTTPSession, loop: EventLoop) {
+        session.frontend.current.wrappingSubtract(1, ordering: .relaxed)
+        releaseSlot(loop: loop)
+    }
+
+    /// A TCP session whose TLS handshake failed: it never was a session (no log line,
+    /// as in HTTP mode), only its slot is given back.
+    func handshakeFailed(_ session: TCPSession, loop: EventLoop) {
         session.frontend.current.wrappingSubtract(1, ordering: .relaxed)
         releaseSlot(loop: loop)
     }

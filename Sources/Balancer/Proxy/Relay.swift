@@ -40,6 +40,15 @@ struct Relay {
     var limit = Int.max
     /// The source hit a real EOF before `limit` bytes.
     var endedEarly = false
+    /// TLS on the source (decrypted bytes are read from it) or on the destination (bytes
+    /// are encrypted into it): an `ssl` bind in TCP mode. Such a relay uses a buffer,
+    /// never a pipe. TLS can wait for the other direction of its socket (a read that
+    /// must send, a write that must receive): the session then marks this relay ready on
+    /// any event of that socket.
+    var sourceTLS: TLSConnection?
+    var destinationTLS: TLSConnection?
+    /// The last TLS read waits for its socket to become writable.
+    var tlsWaitsWritable = false
 
     init() {}
 
@@ -121,7 +130,20 @@ struct Relay {
         }
         bufferOffset = 0
         let buffer = buffer!
-        return try Posix.read(source, allowed < buffer.count ? UnsafeMutableRawBufferPointer(rebasing: buffer[..<allowed]) : buffer)
+        let target = allowed < buffer.count ? UnsafeMutableRawBufferPointer(rebasing: buffer[..<allowed]) : buffer
+        if let sourceTLS {
+            tlsWaitsWritable = false
+            switch sourceTLS.read(into: target) {
+            case .processed(let n): return .processed(n)
+            case .wantRead: return .wouldBlock
+            case .wantWrite:
+                tlsWaitsWritable = true
+                return .wouldBlock
+            case .closed: return .processed(0)
+            case .failed: throw SystemError("SSL_read", .connectionReset)
+            }
+        }
+        return try Posix.read(source, target)
     }
 
     private mutating func writePending() throws(SystemError) -> IOResult<Int> {
@@ -130,7 +152,16 @@ struct Relay {
         }
         let buffer = buffer!
         let chunk = UnsafeRawBufferPointer(rebasing: buffer[bufferOffset..<(bufferOffset + pending)])
-        let result = try Posix.write(destination, chunk)
+        let result: IOResult<Int>
+        if let destinationTLS {
+            switch destinationTLS.write(chunk) {
+            case .processed(let n): result = .processed(n)
+            case .wantRead, .wantWrite: result = .wouldBlock
+            case .closed, .failed: throw SystemError("SSL_write", .brokenPipe)
+            }
+        } else {
+            result = try Posix.write(destination, chunk)
+        }
         if case .processed(let n) = result { bufferOffset += n }
         return result
     }

@@ -1,6 +1,11 @@
 // The shell around TCPSessionStateMachine: sockets, the two relays, timers and the log
 // line. Loop thread only.
 //
+// TLS (an `ssl` bind): the handshake runs first, bounded by `timeout client`; only then
+// is a server chosen, as haproxy creates the stream after the handshake. A handshake
+// that fails closes the connection quietly (no log line, as in HTTP mode). The relays
+// then read and write the client through TLS, with buffers (no splice).
+//
 // Sides in epoll data words: 0 is the client; the server alternates between 1 and 2 on
 // each connect attempt, so a late event for a socket abandoned by a retry is
 // recognisable and ignored.
@@ -29,6 +34,10 @@ final class TCPSession: EventHandler, ProxySession {
     /// Whether EPOLLOUT is in the interest set of each socket (see updateInterest).
     var clientWatchesOutput = false
     var serverWatchesOutput = false
+    /// The client's TLS, on an `ssl` bind.
+    let tls: TLSConnection?
+    /// The handshake's last step waits for the client socket to become writable.
+    var handshakeWaitsWritable = false
 
     let acceptedAt: Int64
     let acceptedWall: Int64
@@ -42,8 +51,10 @@ final class TCPSession: EventHandler, ProxySession {
     /// Bytes a relay may move per wake-up before others get a turn (fairness).
     static let budget = 256 * 1024
 
-    init(worker: ProxyWorker, client: CInt, peer: SocketAddress, frontend: FrontendRuntime, table: BackendTable, now: Int64) {
+    init(worker: ProxyWorker, client: CInt, peer: SocketAddress, frontend: FrontendRuntime, table: BackendTable,
+         tls: TLSConnection? = nil, now: Int64) {
         self.worker = worker
+        self.tls = tls
         self.clientFD = client
         self.peer = peer
         self.frontend = frontend
@@ -68,7 +79,41 @@ final class TCPSession: EventHandler, ProxySession {
             perform(machine.ioFailed(.client), loop: loop)
             return
         }
+        if let tls {
+            deadline = acceptedAt + clientTimeout
+            loop.scheduleDeadline(for: self)
+            handshake(tls, loop: loop)
+            return
+        }
         perform(machine.start(), loop: loop)
+    }
+
+    /// One step of the client's handshake; the session starts when it completes.
+    private func handshake(_ tls: TLSConnection, loop: EventLoop) {
+        let outcome = tls.handshake()
+        switch outcome {
+        case .processed:
+            handshakeWaitsWritable = false
+            deadline = 0
+            perform(machine.start(), loop: loop)
+        case .wantRead, .wantWrite:
+            let wantsWrite = outcome == .wantWrite
+            if wantsWrite != handshakeWaitsWritable {
+                handshakeWaitsWritable = wantsWrite
+                try? loop.rewatch(clientFD, side: 0, events: wantsWrite ? [.readable, .readHangup, .writable] : [.readable, .readHangup], for: self)
+            }
+        case .closed, .failed:
+            abandon(loop: loop)
+        }
+    }
+
+    /// Closes a connection whose handshake did not complete: not a session yet.
+    private func abandon(loop: EventLoop) {
+        deadline = 0
+        Posix.abortOnClose(clientFD)
+        Posix.close(clientFD)
+        worker.handshakeFailed(self, loop: loop)
+        loop.deregister(self)
     }
 
     private func perform(_ action: TCPSessionStateMachine.Action, loop: EventLoop) {
@@ -83,6 +128,7 @@ final class TCPSession: EventHandler, ProxySession {
             startRelaying(loop: loop)
         case .shutdownWrite(let side):
             // Half-close: the other direction keeps flowing until it ends too.
+            if side == .client { tls?.shutdown() }
             Posix.shutdown(side == .server ? serverFD : clientFD, .write)
         case .close(let termination):
             finish(termination, abort: false, loop: loop)
@@ -155,8 +201,11 @@ final class TCPSession: EventHandler, ProxySession {
         up.destination = serverFD
         down.source = serverFD
         down.destination = clientFD
-        if worker.splice, let pipe = worker.pool.takePipe() { up.pipe = pipe } else { up.buffer = worker.pool.takeBuffer() }
-        if worker.splice, let pipe = worker.pool.takePipe() { down.pipe = pipe } else { down.buffer = worker.pool.takeBuffer() }
+        let splice = worker.splice && tls == nil
+        if splice, let pipe = worker.pool.takePipe() { up.pipe = pipe } else { up.buffer = worker.pool.takeBuffer() }
+        if splice, let pipe = worker.pool.takePipe() { down.pipe = pipe } else { down.buffer = worker.pool.takeBuffer() }
+        up.sourceTLS = tls
+        down.destinationTLS = tls
         lastClientIO = loop.now
         lastServerIO = loop.now
         relay(loop: loop)
@@ -168,8 +217,14 @@ final class TCPSession: EventHandler, ProxySession {
         let input = !events.isDisjoint(with: [.readable, .readHangup, .hangup, .error])
         let output = !events.isDisjoint(with: [.writable, .hangup, .error])
         if side == 0 {
-            if input { up.sourceReadable = true }
-            if output { down.destinationWritable = true }
+            if let tls, !tls.handshakeDone {
+                handshake(tls, loop: loop)
+                return
+            }
+            // TLS may wait for either direction of the socket, whatever it was asked to
+            // do: any event makes both relays try again.
+            if input || (output && tls != nil) { up.sourceReadable = true }
+            if output || (input && tls != nil) { down.destinationWritable = true }
             if case .connecting = machine.state {
                 // Bytes or a FIN from the client wait for the server connection; only a
                 // dead client (reset) ends the session now.
@@ -202,6 +257,10 @@ final class TCPSession: EventHandler, ProxySession {
     }
 
     func deadlineReached(loop: EventLoop) {
+        if let tls, !tls.handshakeDone {
+            abandon(loop: loop)
+            return
+        }
         switch machine.state {
         case .connecting:
             deadline = 0
@@ -218,6 +277,7 @@ final class TCPSession: EventHandler, ProxySession {
 
     /// Called when the process stops and the grace period is over.
     func kill(loop: EventLoop) {
+        if let tls, !tls.handshakeDone { return abandon(loop: loop) }
         perform(machine.killed(), loop: loop)
     }
 
@@ -261,7 +321,7 @@ final class TCPSession: EventHandler, ProxySession {
     /// for it (haproxy does the same): one epoll_ctl when backpressure starts and one
     /// when it ends, instead of a wake-up per ACK.
     private func updateInterest(loop: EventLoop) {
-        let clientNeeds = down.pending > 0 && !down.destinationWritable
+        let clientNeeds = (down.pending > 0 && !down.destinationWritable) || up.tlsWaitsWritable
         if clientNeeds != clientWatchesOutput {
             clientWatchesOutput = clientNeeds
             try? loop.rewatch(clientFD, side: 0, events: clientNeeds ? [.readable, .readHangup, .writable] : [.readable, .readHangup], for: self)
@@ -281,6 +341,7 @@ final class TCPSession: EventHandler, ProxySession {
             Posix.abortOnClose(clientFD)
             if serverFD >= 0 { Posix.abortOnClose(serverFD) }
         }
+        if !abort { tls?.shutdown() }
         Posix.close(clientFD)
         if serverFD >= 0 { Posix.close(serverFD) }
         up.returnResources(to: worker.pool)
