@@ -113,6 +113,26 @@ final class TLSTests: XCTestCase {
     /// while 1.2 and 1.3 negotiate (a bind without it, with the same weak-cipher settings,
     /// shows that TLS 1.1 would work otherwise); a plain bind redirects to https unless
     /// ssl_fc; ssl_fc_sni routes; and real haproxy accepts the export with the same PEMs.
+    /// A client that reads an HTTP/1.0 response to its end can resume its TLS session on
+    /// the next connection: balancerd ends each connection with close_notify (a bare FIN is
+    /// an error to OpenSSL, which then drops the session). `openssl s_time -reuse` prints
+    /// `r` for every connection that resumed.
+    func testSessionsResumeAfterAConnectionCloseResponse() throws {
+        let dir = try TempDirectory()
+        defer { dir.remove() }
+        let pem = try makeCertificate("resume.test", in: dir)
+        let backend = try HTTPTestServer(name: "web")
+        defer { backend.stop() }
+        let (balancer, port) = try startBalancer(["--listen", "127.0.0.1:0", "--tls-cert", pem, "--server", backend.address])
+        let run = try runProcess("/usr/bin/openssl", ["s_time", "-connect", "127.0.0.1:\(port)", "-reuse", "-www", "/",
+                                                      "-time", "1"], timeout: 20)
+        // The progress line: one mark per connection, `r` resumed, `*` a full handshake.
+        let marks = run.stdout.filter { !$0.isEmpty && $0.allSatisfy { $0 == "r" || $0 == "*" } }.joined()
+        let resumed = marks.filter { $0 == "r" }.count
+        XCTAssertGreaterThan(marks.count, 10, "\(run.allText)\n\(tail(balancer))")
+        XCTAssertGreaterThan(resumed, marks.count - 2, "\(resumed) of \(marks.count) connections resumed\n\(run.allText)")
+    }
+
     func testVersionsRedirectSNIRoutingAndExport() throws {
         let dir = try TempDirectory()
         defer { dir.remove() }

@@ -1250,7 +1250,7 @@ final class HTTPSession: EventHandler, ProxySession {
         deadline = 0
         dropServer(reusable: false, loop: loop)
         endExchange()
-        if abort { client.resetOnClose() }
+        if abort { client.resetOnClose() } else { tls?.shutdown() }
         // The descriptor itself closes when the session is freed: deregistering drops the
         // loop's reference, and the caller's is the last.
         let pool = worker.pool

@@ -37,6 +37,7 @@ final class TLSConnection {
     private(set) var handshakeDone = false
     /// A fatal error happened: OpenSSL forbids a close_notify after it.
     private var broken = false
+    private var closeNotifySent = false
 
     init?(context: TLSContext, fd: CInt) {
         guard let ssl = SSL_new(context.context(at: 0)) else {
@@ -110,8 +111,14 @@ final class TLSConnection {
 
     /// Sends close_notify once, without waiting for the peer's (HTTP does not need it,
     /// RFC 9112 §9.8); best effort on a non-blocking socket.
+    ///
+    /// Sent on every orderly close, not only after a half-close: a client that reads to the
+    /// end (an HTTP/1.0 response, `Connection: close`) and meets a bare FIN counts it as an
+    /// error, and OpenSSL then drops the session, so the client's next connection cannot
+    /// resume it (haproxy and nginx send close_notify; measured with `openssl s_time -reuse`).
     func shutdown() {
-        guard handshakeDone, !broken else { return }
+        guard handshakeDone, !broken, !closeNotifySent else { return }
+        closeNotifySent = true
         if SSL_shutdown(ssl) < 0 { _ = TLSError.openSSLReason() }
     }
 
