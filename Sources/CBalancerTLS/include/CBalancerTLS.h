@@ -21,8 +21,14 @@
 /// - SSL_MODE_ENABLE_PARTIAL_WRITE: SSL_write returns after each record, like write(2);
 /// - SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER: a retried write may come from a buffer that
 ///   moved (the session's output buffer can be compacted or swapped between retries).
+/// And read-ahead: without it OpenSSL reads each record with two read(2) calls (the
+/// 5-byte header, then the body); with it, one read takes whatever the socket holds.
+/// Measured on HTTPS keep-alive: 4.7 reads per request without it. The sessions call
+/// SSL_read until it wants the socket, so nothing read ahead is left waiting for an
+/// epoll event that will not come.
 static inline void cbt_ctx_set_modes(SSL_CTX *ctx) {
     SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    SSL_CTX_set_read_ahead(ctx, 1);
 }
 static inline int cbt_ctx_set_min_proto_version(SSL_CTX *ctx, int version) { return (int)SSL_CTX_set_min_proto_version(ctx, version); }
 static inline int cbt_ctx_set_max_proto_version(SSL_CTX *ctx, int version) { return (int)SSL_CTX_set_max_proto_version(ctx, version); }
