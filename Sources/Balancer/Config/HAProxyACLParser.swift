@@ -8,15 +8,7 @@
 // differently from haproxy.
 
 enum ACLGrammar {
-    /// What went wrong, and the word that names it (the error's keyword).
-    struct Failure: Error {
-        var keyword: String
-        var message: String
-        init(_ keyword: String, _ message: String) {
-            self.keyword = keyword
-            self.message = message
-        }
-    }
+    typealias Failure = KeywordFailure
 
     static let supportedCriteria = ACLCriterion.allCases.map(\.rawValue).joined(separator: ", ")
 

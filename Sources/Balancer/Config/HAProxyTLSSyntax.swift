@@ -28,14 +28,7 @@ struct BindTLSWords: Equatable {
 }
 
 enum HAProxyTLSSyntax {
-    struct Failure: Error {
-        var keyword: String
-        var message: String
-        init(_ keyword: String, _ message: String) {
-            self.keyword = keyword
-            self.message = message
-        }
-    }
+    typealias Failure = KeywordFailure
 
     /// Reads one option of `ssl-default-bind-options` or of a bind line at `words[i]`
     /// into `options`; returns how many words it took, 0 when the word is not an option.

@@ -134,3 +134,15 @@ extension HAProxyParser {
         return words
     }
 }
+
+/// What went wrong in a line's grammar (ACLs, TLS options), and the word that names it:
+/// the parser turns it into a ConfigurationError with the file and the line.
+struct KeywordFailure: Error {
+    var keyword: String
+    var message: String
+
+    init(_ keyword: String, _ message: String) {
+        self.keyword = keyword
+        self.message = message
+    }
+}
