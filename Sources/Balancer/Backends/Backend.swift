@@ -211,4 +211,15 @@ public final class Server: Sendable {
 
     public var weight: Int { config.weight }
     public var isBackup: Bool { config.backup }
+
+    /// How many of `servers` take new traffic now (up by check, ready, with weight),
+    /// primaries and backups: the "N active and M backup servers" of haproxy's state
+    /// change lines, from checks and from the operator alike.
+    static func takingTraffic(_ servers: [Server]) -> (active: Int, backup: Int) {
+        var active = 0, backup = 0
+        for server in servers where server.health.isAcceptable && server.health.effectiveWeight(configured: server.weight) > 0 {
+            if server.isBackup { backup += 1 } else { active += 1 }
+        }
+        return (active, backup)
+    }
 }

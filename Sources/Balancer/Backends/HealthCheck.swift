@@ -361,10 +361,7 @@ final class HealthCheck: EventHandler, @unchecked Sendable {
     }
 
     private func log(_ transition: HealthCheckStateMachine.Transition, result: CheckResult) {
-        var active = 0, backup = 0
-        for other in servers where other.health.isAcceptable && other.health.effectiveWeight(configured: other.weight) > 0 {
-            if other.isBackup { backup += 1 } else { active += 1 }
-        }
+        let (active, backup) = Server.takingTraffic(servers)
         ControlLog.line(HealthCheckLog.transition(transition, backend: backend, server: server.name, isBackup: server.isBackup,
                                                   result: result, activeServers: active, backupServers: backup,
                                                   sessions: server.health.current.load(ordering: .relaxed)))

@@ -29,10 +29,7 @@ extension Proxy {
 /// prints them for `set server B/S state ...`); a weight change logs nothing, as there.
 enum ServerAdminLog {
     static func line(from previous: AdminState, to state: AdminState, backend: String, server: Server, servers: [Server]) -> String {
-        var active = 0, backup = 0
-        for other in servers where other.health.isAcceptable && other.health.effectiveWeight(configured: other.weight) > 0 {
-            if other.isBackup { backup += 1 } else { active += 1 }
-        }
+        let (active, backup) = Server.takingTraffic(servers)
         let name = "\(server.isBackup ? "Backup " : "")Server \(backend)/\(server.name)"
         switch state {
         case .maint:
