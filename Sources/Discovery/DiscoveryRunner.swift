@@ -192,14 +192,17 @@ public final class DiscoveryRunner: Sendable {
         return missing + missingFrontends.map { "frontend \($0)" }
     }
 
-    /// `configuration` with each discovered backend's servers replaced by one answer of
-    /// its source (what `balancerd export-haproxy` prints). A source that does not answer
-    /// in time leaves the backend's configured servers, with a line to `log` saying so.
-    public static func snapshot(_ configuration: Configuration, consul: ConsulReadPolicy = ConsulReadPolicy(), timeout: Duration,
-                                log: @escaping @Sendable (String) -> Void = { ControlLog.line($0) }) -> Configuration {
-        guard let runner = try? DiscoveryRunner(configuration: configuration, consul: consul, log: log),
-              !runner.entries.isEmpty else { return configuration }
+    /// One answer of every source of `configuration`, all asked at once (what
+    /// `balancerd export-haproxy` prints): the configuration with each discovered backend's
+    /// servers replaced by its source's first set, and the first RouteSet of each frontend
+    /// with a route source. A source that does not answer within `timeout` leaves the
+    /// configured servers, or no discovered routes, with a line to `log` saying so.
+    public static func snapshot(of configuration: Configuration, consul: ConsulReadPolicy = ConsulReadPolicy(),
+                                timeout: Duration, log: @escaping @Sendable (String) -> Void = { ControlLog.line($0) })
+        throws -> (configuration: Configuration, routes: [String: RouteSet]) {
+        let runner = try DiscoveryRunner(configuration: configuration, consul: consul, log: log)
         let sets = Mutex<[String: BackendSet]>([:])
+        let routeSets = Mutex<[String: RouteSet]>([:])
         for (backend, source) in runner.entries {
             let thread = LoopThread(name: "snapshot") {
                 source.run { set in
@@ -209,8 +212,18 @@ public final class DiscoveryRunner: Sendable {
             }
             runner.threads.withLock { $0.append(thread) }
         }
+        for (frontend, source) in runner.routeEntries {
+            let thread = LoopThread(name: "snapshot") {
+                source.run(publish: { set in
+                    routeSets.withLock { $0[frontend] = $0[frontend] ?? set }
+                    source.stop()
+                })
+            }
+            runner.threads.withLock { $0.append(thread) }
+        }
         let deadline = Posix.monotonicNanoseconds() + timeout.nanoseconds
-        while Posix.monotonicNanoseconds() < deadline && sets.withLock({ $0.count }) < runner.entries.count {
+        while Posix.monotonicNanoseconds() < deadline
+            && (sets.withLock({ $0.count }) < runner.entries.count || routeSets.withLock({ $0.count }) < runner.routeEntries.count) {
             Posix.sleep(milliseconds: 5)
         }
         runner.stop()
@@ -223,36 +236,18 @@ public final class DiscoveryRunner: Sendable {
                 log("balancerd: backend \(result.backends[i].name): no answer from its discovery source within \(DurationParser.format(timeout)); exporting the configured servers")
             }
         }
-        return result
-    }
-
-    /// One RouteSet per frontend with a route source, each the first whole set its source
-    /// publishes (what `export-haproxy --routes-from-tags` prints). Frontends whose source
-    /// does not answer within `timeout` are missing, with a line to `log`.
-    public static func routeSnapshot(_ configuration: Configuration, consul: ConsulReadPolicy = ConsulReadPolicy(),
-                                     timeout: Duration,
-                                     log: @escaping @Sendable (String) -> Void = { ControlLog.line($0) }) throws -> [String: RouteSet] {
-        let runner = try DiscoveryRunner(configuration: configuration, consul: consul, log: log)
-        let sets = Mutex<[String: RouteSet]>([:])
-        for (frontend, source) in runner.routeEntries {
-            let thread = LoopThread(name: "snapshot") {
-                source.run(publish: { set in
-                    sets.withLock { $0[frontend] = $0[frontend] ?? set }
-                    source.stop()
-                })
-            }
-            runner.threads.withLock { $0.append(thread) }
-        }
-        let deadline = Posix.monotonicNanoseconds() + timeout.nanoseconds
-        while Posix.monotonicNanoseconds() < deadline && sets.withLock({ $0.count }) < runner.routeEntries.count {
-            Posix.sleep(milliseconds: 5)
-        }
-        runner.stop()
-        let answers = sets.withLock { $0 }
-        for (frontend, _) in runner.routeEntries where answers[frontend] == nil {
+        let routes = routeSets.withLock { $0 }
+        for (frontend, _) in runner.routeEntries where routes[frontend] == nil {
             log("balancerd: frontend \(frontend): no answer from its route source within \(DurationParser.format(timeout)); exporting no discovered routes")
         }
-        return answers
+        return (result, routes)
+    }
+
+    /// `snapshot(of:)`'s configuration alone; a source whose URL does not parse leaves the
+    /// configuration as it is.
+    public static func snapshot(_ configuration: Configuration, consul: ConsulReadPolicy = ConsulReadPolicy(), timeout: Duration,
+                                log: @escaping @Sendable (String) -> Void = { ControlLog.line($0) }) -> Configuration {
+        (try? snapshot(of: configuration, consul: consul, timeout: timeout, log: log))?.configuration ?? configuration
     }
 
     /// Stops every source and waits for their threads. The proxy keeps the last tables.

@@ -52,11 +52,12 @@ case .check:
 case .exportHAProxy:
     do {
         var configuration = try options.configuration()
-        let routes = try DiscoveryRunner.routeSnapshot(configuration, consul: options.consulReadPolicy, timeout: .seconds(5))
-        configuration = DiscoveryRunner.snapshot(configuration, consul: options.consulReadPolicy, timeout: .seconds(5))
-        // Discovered routes (--routes-from-tags, `discovery consul URL routes`): one snapshot,
-        // written as the running proxy writes them at /haproxy.cfg.
-        for (frontend, set) in routes.sorted(by: { $0.key < $1.key }) {
+        // One answer of every discovery source, asked at once: discovered servers, and
+        // discovered routes (--routes-from-tags, `discovery consul URL routes`) written as
+        // the running proxy writes them at /haproxy.cfg.
+        let snapshot = try DiscoveryRunner.snapshot(of: configuration, consul: options.consulReadPolicy, timeout: .seconds(5))
+        configuration = snapshot.configuration
+        for (frontend, set) in snapshot.routes.sorted(by: { $0.key < $1.key }) {
             configuration = configuration.applyingRoutes(set, frontend: frontend)
         }
         let source = options.configPath.map { "from \($0)" } ?? "from the command line"

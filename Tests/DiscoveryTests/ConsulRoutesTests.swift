@@ -227,8 +227,8 @@ extension ConsulRoutesTests {
                        "every read is stale")
 
         // The snapshot export-haproxy takes.
-        let snapshot = try DiscoveryRunner.routeSnapshot(configuration, timeout: .seconds(5))
-        XCTAssertEqual(snapshot["www"]?.table, ["web.example.com/→web"])
+        let snapshot = try DiscoveryRunner.snapshot(of: configuration, timeout: .seconds(5))
+        XCTAssertEqual(snapshot.routes["www"]?.table, ["web.example.com/→web"])
     }
 }
 
