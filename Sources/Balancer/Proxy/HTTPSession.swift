@@ -338,10 +338,11 @@ final class HTTPSession: EventHandler, ProxySession {
                 return n
             }
         }
-        // TLS reads until OpenSSL says it needs the socket: a short read proves nothing
-        // (the rest of a record may be buffered in OpenSSL).
+        // A short SSL_read proves nothing (the rest of a record may be buffered in
+        // OpenSSL); the TLS connection knows when the socket itself came back short.
         switch tls.read(into: target) {
         case .processed(let n):
+            if tls.socketDrained && !clientHangupSeen { clientReadable = false }
             return n
         case .wantRead:
             clientReadable = false
@@ -398,6 +399,7 @@ final class HTTPSession: EventHandler, ProxySession {
         }
         switch serverTLS.read(into: target) {
         case .processed(let n):
+            if serverTLS.socketDrained && !serverHangupSeen { serverReadable = false }
             return n
         case .wantRead:
             serverReadable = false

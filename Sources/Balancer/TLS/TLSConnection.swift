@@ -44,7 +44,7 @@ final class TLSConnection {
             _ = TLSError.openSSLReason()
             return nil
         }
-        guard SSL_set_fd(ssl, fd) == 1 else {
+        guard cbt_set_socket(ssl, fd) == 1 else {
             _ = TLSError.openSSLReason()
             SSL_free(ssl)
             return nil
@@ -62,7 +62,7 @@ final class TLSConnection {
             _ = TLSError.openSSLReason()
             return nil
         }
-        var ok = SSL_set_fd(ssl, fd) == 1
+        var ok = cbt_set_socket(ssl, fd) == 1
         if ok, let serverName {
             ok = cbt_set_servername(ssl, serverName) == 1
             if ok && context.config.verify == .required { ok = SSL_set1_host(ssl, serverName) == 1 }
@@ -92,11 +92,21 @@ final class TLSConnection {
         return failure(result, "handshake")
     }
 
+    /// After a read that returned bytes: the socket was found empty and OpenSSL holds
+    /// nothing unread, so the next bytes will come with an epoll event (edge-triggered)
+    /// and calling again would only meet EAGAIN. False tells nothing.
+    private(set) var socketDrained = false
+
     /// Reads decrypted bytes into `buffer` (at most one record's worth per call).
     func read(into buffer: UnsafeMutableRawBufferPointer) -> Outcome {
+        socketDrained = false
         guard buffer.count > 0 else { return .processed(0) }
-        let result = SSL_read(ssl, buffer.baseAddress, Int32(clamping: buffer.count))
-        if result > 0 { return .processed(Int(result)) }
+        var drained: CInt = 0
+        let result = cbt_read(ssl, buffer.baseAddress, Int32(clamping: buffer.count), &drained)
+        if result > 0 {
+            socketDrained = drained != 0
+            return .processed(Int(result))
+        }
         return failure(result, "read")
     }
 

@@ -68,6 +68,13 @@ char *cbt_ctx_certificate_names(SSL_CTX *ctx);
 /// The context certificate's subject, one line (RFC 2253), malloc'd; NULL without one.
 char *cbt_ctx_certificate_subject(SSL_CTX *ctx);
 
+/// Attaches `fd` to `ssl` through balancerd's socket BIO (recv/send; see tls.c), in
+/// place of SSL_set_fd; 1 on success.
+int cbt_set_socket(SSL *ssl, int fd);
+/// SSL_read, and whether the socket is known to be empty afterwards (`*drained`): the
+/// caller may then wait for epoll instead of reading again to meet EAGAIN.
+int cbt_read(SSL *ssl, void *buffer, int length, int *drained);
+
 /// The oldest error on this thread's OpenSSL error queue as text (empty when none), and
 /// the queue cleared: OpenSSL's SSL_get_error reads the queue, so it must not carry a
 /// previous connection's error.
