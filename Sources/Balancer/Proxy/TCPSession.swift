@@ -190,10 +190,12 @@ final class TCPSession: EventHandler, ProxySession {
             perform(machine.connectFailed(timedOut: false), loop: loop)
             return
         }
-        // Armed even when the connect completed at once: a TLS server's handshake is
-        // bounded by the same timeout.
-        deadline = loop.now + table.settings.connectTimeout
-        loop.scheduleDeadline(for: self)
+        // A TLS server's handshake is bounded by the same timeout, even when the TCP
+        // connect completed at once.
+        if !connected || server.tls != nil {
+            deadline = loop.now + table.settings.connectTimeout
+            loop.scheduleDeadline(for: self)
+        }
         if connected { socketConnected(loop: loop) }
     }
 
