@@ -209,26 +209,4 @@ extension TLSServerTests {
         XCTAssertEqual(result.stdoutText.trimmingCharacters(in: .whitespacesAndNewlines), "TLSv1.3 \(64 << 20) True",
                        "\(result.allText)\n\(tail(balancer))")
     }
-
-    /// A TCP-mode proxy has no TLS towards servers: an `ssl` server there is refused at
-    /// start with the backend and server named, rather than sent the client's bytes in clear.
-    func testSSLServerInTCPModeIsRefused() throws {
-        let directory = try TempDirectory()
-        defer { directory.remove() }
-        let path = try directory.write("""
-            defaults
-                mode tcp
-                timeout connect 1s
-                timeout client 5s
-                timeout server 5s
-            listen db
-                bind 127.0.0.1:0
-                server s1 127.0.0.1:1 ssl verify none
-
-            """, to: "tcp-ssl.cfg")
-        let run = try BalancerdProcess.run(["--config", path])
-        XCTAssertEqual(run.exitCode, 1, run.allText)
-        XCTAssertTrue(run.stderrText.contains("backend 'db', server 's1': 'ssl' towards servers works in HTTP mode only"), run.allText)
-    }
-
 }

@@ -91,11 +91,6 @@ public final class Proxy: @unchecked Sendable {
                 throw ProxyError("frontend '\(frontend.name)': no backend named '\(frontend.defaultBackend)'")
             }
             let fallback = configuration.backends[backendIndex]
-            // TLS towards servers is written for HTTP sessions only; a TCP session would
-            // send the client's bytes to an `ssl` server in clear, so refuse it up front.
-            if frontend.mode == .tcp, let server = fallback.servers.first(where: { $0.tls != nil }) {
-                throw ProxyError("backend '\(fallback.name)', server '\(server.name)': 'ssl' towards servers works in HTTP mode only")
-            }
             let routesOnly = frontend.routes != nil && fallback.servers.isEmpty && fallback.discovery == nil
             frontends.append(FrontendRuntime(index: i, config: frontend, backendIndex: backendIndex,
                                              fallbackBackend: routesOnly ? -1 : backendIndex, loops: loops))

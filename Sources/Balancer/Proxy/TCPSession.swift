@@ -6,6 +6,14 @@
 // that fails closes the connection quietly (no log line, as in HTTP mode). The relays
 // then read and write the client through TLS, with buffers (no splice).
 //
+// TLS to servers (`server ... ssl`): the server socket goes through `serverTLS`. Its
+// handshake is part of connecting, as haproxy counts it: the machine hears `connected`
+// only once it is over, so `timeout connect` bounds each attempt's TCP connect and
+// handshake together, and a handshake that fails (a certificate that does not verify, a
+// server that does not speak TLS) is a failed connect: retries, redispatch, the server's
+// error counters and `SC` in the log. Both sides may be TLS at once; either one rules out
+// splice.
+//
 // Sides in epoll data words: 0 is the client; the server alternates between 1 and 2 on
 // each connect attempt, so a late event for a socket abandoned by a retry is
 // recognisable and ignored.
@@ -38,6 +46,8 @@ final class TCPSession: EventHandler, ProxySession {
     let tls: TLSConnection?
     /// The handshake's last step waits for the client socket to become writable.
     var handshakeWaitsWritable = false
+    /// The server's TLS, towards an `ssl` server; made once its TCP connect succeeded.
+    var serverTLS: TLSConnection?
 
     let acceptedAt: Int64
     let acceptedWall: Int64
@@ -128,7 +138,7 @@ final class TCPSession: EventHandler, ProxySession {
             startRelaying(loop: loop)
         case .shutdownWrite(let side):
             // Half-close: the other direction keeps flowing until it ends too.
-            if side == .client { tls?.shutdown() }
+            (side == .client ? tls : serverTLS)?.shutdown()
             Posix.shutdown(side == .server ? serverFD : clientFD, .write)
         case .close(let termination):
             finish(termination, abort: false, loop: loop)
@@ -149,9 +159,10 @@ final class TCPSession: EventHandler, ProxySession {
 
     private func connect(to index: Int, loop: EventLoop) {
         if serverFD >= 0 {
-            // A failed attempt: drop its socket before the next one.
+            // A failed attempt: drop its socket (and its TLS) before the next one.
             Posix.close(serverFD)
             serverFD = -1
+            serverTLS = nil
         }
         let server = table.servers[index]
         let previous = self.server
@@ -179,12 +190,43 @@ final class TCPSession: EventHandler, ProxySession {
             perform(machine.connectFailed(timedOut: false), loop: loop)
             return
         }
-        if connected {
-            connectSucceeded(loop: loop)
-        } else {
+        // A TLS server's handshake is bounded by the same timeout, even when the TCP
+        // connect completed at once.
+        if !connected || server.tls != nil {
             deadline = loop.now + table.settings.connectTimeout
             loop.scheduleDeadline(for: self)
         }
+        if connected { socketConnected(loop: loop) }
+    }
+
+    /// The TCP connection is up: a plain server is connected, a TLS one starts its
+    /// handshake.
+    private func socketConnected(loop: EventLoop) {
+        guard let context = server?.tls else {
+            connectSucceeded(loop: loop)
+            return
+        }
+        guard let tls = TLSConnection(client: context, serverName: server?.config.tls?.serverName, fd: serverFD) else {
+            connectFailed(loop: loop)
+            return
+        }
+        serverTLS = tls
+        serverHandshake(tls, loop: loop)
+    }
+
+    /// One step of the server handshake. The socket is watched for both directions
+    /// while connecting, so either readiness calls this again.
+    private func serverHandshake(_ tls: TLSConnection, loop: EventLoop) {
+        switch tls.handshake() {
+        case .processed: connectSucceeded(loop: loop)
+        case .wantRead, .wantWrite: break
+        case .closed, .failed: connectFailed(loop: loop)
+        }
+    }
+
+    private func connectFailed(loop: EventLoop) {
+        if let server { SessionStats.connectFailed(server, backend: backend, loop: loop) }
+        perform(machine.connectFailed(timedOut: false), loop: loop)
     }
 
     private func connectSucceeded(loop: EventLoop) {
@@ -201,11 +243,13 @@ final class TCPSession: EventHandler, ProxySession {
         up.destination = serverFD
         down.source = serverFD
         down.destination = clientFD
-        let splice = worker.splice && tls == nil
+        let splice = worker.splice && tls == nil && serverTLS == nil
         if splice, let pipe = worker.pool.takePipe() { up.pipe = pipe } else { up.buffer = worker.pool.takeBuffer() }
         if splice, let pipe = worker.pool.takePipe() { down.pipe = pipe } else { down.buffer = worker.pool.takeBuffer() }
         up.sourceTLS = tls
         down.destinationTLS = tls
+        up.destinationTLS = serverTLS
+        down.sourceTLS = serverTLS
         lastClientIO = loop.now
         lastServerIO = loop.now
         relay(loop: loop)
@@ -237,17 +281,18 @@ final class TCPSession: EventHandler, ProxySession {
             guard side == serverSide else { return }   // an abandoned attempt's socket
             if case .connecting = machine.state {
                 guard output || input else { return }
-                if let error = Posix.pendingError(serverFD) {
-                    _ = error
-                    if let server { SessionStats.connectFailed(server, backend: backend, loop: loop) }
-                    perform(machine.connectFailed(timedOut: false), loop: loop)
+                if let serverTLS {
+                    serverHandshake(serverTLS, loop: loop)
+                } else if Posix.pendingError(serverFD) != nil {
+                    connectFailed(loop: loop)
                 } else {
-                    connectSucceeded(loop: loop)
+                    socketConnected(loop: loop)
                 }
                 return
             }
-            if input { down.sourceReadable = true }
-            if output { up.destinationWritable = true }
+            // As on the client side: TLS may wait for either direction.
+            if input || (output && serverTLS != nil) { down.sourceReadable = true }
+            if output || (input && serverTLS != nil) { up.destinationWritable = true }
         }
         if case .established = machine.state { relay(loop: loop) }
     }
@@ -326,7 +371,7 @@ final class TCPSession: EventHandler, ProxySession {
             clientWatchesOutput = clientNeeds
             try? loop.rewatch(clientFD, side: 0, events: clientNeeds ? [.readable, .readHangup, .writable] : [.readable, .readHangup], for: self)
         }
-        let serverNeeds = up.pending > 0 && !up.destinationWritable
+        let serverNeeds = (up.pending > 0 && !up.destinationWritable) || down.tlsWaitsWritable
         if serverNeeds != serverWatchesOutput {
             serverWatchesOutput = serverNeeds
             try? loop.rewatch(serverFD, side: serverSide, events: serverNeeds ? [.readable, .readHangup, .writable] : [.readable, .readHangup], for: self)
@@ -341,7 +386,10 @@ final class TCPSession: EventHandler, ProxySession {
             Posix.abortOnClose(clientFD)
             if serverFD >= 0 { Posix.abortOnClose(serverFD) }
         }
-        if !abort { tls?.shutdown() }
+        if !abort {
+            tls?.shutdown()
+            serverTLS?.shutdown()
+        }
         Posix.close(clientFD)
         if serverFD >= 0 { Posix.close(serverFD) }
         up.returnResources(to: worker.pool)

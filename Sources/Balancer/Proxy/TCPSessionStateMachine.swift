@@ -24,7 +24,9 @@ public struct TCPSessionStateMachine: Sendable {
     public enum Side: Sendable, Equatable { case client, server }
 
     public enum State: Sendable, Equatable {
-        /// Connecting to a server; `attempt` counts from 1.
+        /// Connecting to a server; `attempt` counts from 1. For an `ssl` server this
+        /// includes the TLS handshake (haproxy counts it so): its failure is a failed
+        /// connect and `timeout connect` bounds it, so it needs no state of its own.
         case connecting(server: Int, attempt: Int)
         case established(server: Int)
         case closed(TerminationState)
