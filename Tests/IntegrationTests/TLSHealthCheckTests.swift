@@ -284,6 +284,30 @@ final class TLSHealthCheckTests: XCTestCase {
                        tail(balancer))
     }
 
+    /// `balancerd export-haproxy` writes the check keywords back (`check-sni`,
+    /// `no-check-ssl`, `check-ssl` with the server's verify and ca-file), and haproxy -c
+    /// accepts the export.
+    func testExportKeepsTheCheckKeywordsAndHAProxyAcceptsIt() throws {
+        let lab = try startLab()
+        let directory = try TempDirectory(prefix: "balancerd-tlscheck-export")
+        addTeardownBlock { directory.remove() }
+        let ports = try (0..<4).map { _ in try freePort() }
+        let config = try directory.write(lab.config(ports: ports, socket: directory.file("admin.sock")), to: "haproxy.cfg")
+        let exported = try BalancerdProcess.run(["export-haproxy", "--config", config])
+        XCTAssertEqual(exported.exitCode, 0, exported.allText)
+        let lines = exported.stdoutText.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }
+        func line(_ server: String) -> String { lines.first { $0.hasPrefix("server \(server) ") } ?? "" }
+        let ca = lab.authority.certificatePath
+        XCTAssertTrue(line("rightname").hasSuffix(" ssl verify required ca-file \(ca) check-sni right.test"), exported.stdoutText)
+        XCTAssertTrue(line("trafficsni").hasSuffix(" ssl verify required ca-file \(ca) sni str(wrong.test)"), exported.stdoutText)
+        XCTAssertTrue(line("plainchecks").hasSuffix(" ssl verify none no-check-ssl"), exported.stdoutText)
+        XCTAssertTrue(line("forced").hasSuffix(" check-ssl verify none"), exported.stdoutText)
+        XCTAssertTrue(line("cleartext").hasSuffix(" rise 1 fall 1"), "no TLS word on a plain server: \(line("cleartext"))")
+        let file = try directory.write(exported.stdoutText + "\n", to: "exported.cfg")
+        let check = try HAProxyProcess.check(configPath: file)
+        XCTAssertEqual(check.exitCode, 0, "haproxy -c refused the export:\n\(check.allText)\n\(exported.stdoutText)")
+    }
+
     /// Parity: Debian's haproxy 2.6 on the same file (its own ports and socket) beside
     /// balancerd. Every server ends in the same state with the same check result and code,
     /// and each DOWN line says the same up to the check's duration.
