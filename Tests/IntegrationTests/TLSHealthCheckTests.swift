@@ -5,8 +5,10 @@
 // test runs Debian's haproxy 2.6 on the same file beside balancerd and compares every
 // server's state and check result.
 //
-// All checks use `inter 200ms rise 1 fall 1`: a server starts UP and its first check decides,
-// so every wait below is bounded by one interval plus slack for a loaded machine.
+// All checks use `inter 500ms rise 1 fall 2`: a server starts UP and its first check decides
+// (haproxy's new server falls at its first failure), so every wait below is bounded by one
+// interval plus slack; once a server passed, one check slowed by a loaded machine beyond
+// `inter` does not flip it.
 
 import Foundation
 import Glibc
@@ -86,7 +88,7 @@ final class TLSHealthCheckTests: XCTestCase {
                     timeout connect 1s
                     timeout client 5s
                     timeout server 5s
-                    default-server check inter 200ms rise 1 fall 1
+                    default-server check inter 500ms rise 1 fall 2
 
                 listen web
                     bind 127.0.0.1:\(ports[0])
@@ -302,7 +304,7 @@ final class TLSHealthCheckTests: XCTestCase {
         XCTAssertTrue(line("trafficsni").hasSuffix(" ssl verify required ca-file \(ca) sni str(wrong.test)"), exported.stdoutText)
         XCTAssertTrue(line("plainchecks").hasSuffix(" ssl verify none no-check-ssl"), exported.stdoutText)
         XCTAssertTrue(line("forced").hasSuffix(" check-ssl verify none"), exported.stdoutText)
-        XCTAssertTrue(line("cleartext").hasSuffix(" rise 1 fall 1"), "no TLS word on a plain server: \(line("cleartext"))")
+        XCTAssertTrue(line("cleartext").hasSuffix(" rise 1 fall 2"), "no TLS word on a plain server: \(line("cleartext"))")
         let file = try directory.write(exported.stdoutText + "\n", to: "exported.cfg")
         let check = try HAProxyProcess.check(configPath: file)
         XCTAssertEqual(check.exitCode, 0, "haproxy -c refused the export:\n\(check.allText)\n\(exported.stdoutText)")

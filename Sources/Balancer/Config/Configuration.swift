@@ -318,7 +318,8 @@ public struct ServerConfig: Sendable, Equatable {
     /// (TLS for an `ssl` server), with the server's `verify` and `ca-file`, and without SNI:
     /// haproxy 2.6 sends none for checks unless `check-sni` names one (`serverName`); the
     /// `sni` of traffic is not used. haproxy has one `verify`/`ca-file` per server, so the
-    /// export writes those of `tls` when both are set.
+    /// export writes those of `tls` when both are set. The initialisers set it; assigning
+    /// `tls` later leaves it as it was.
     public var checkTLS: TLSServerConfig?
 
     /// `checkTLS` defaults to haproxy's: `tls` without its server name.
