@@ -1109,3 +1109,83 @@ final class ConfigParserTests: XCTestCase {
     }
 
 }
+
+// MARK: TLS health checks (`check-ssl`, `no-check-ssl`, `check-sni`)
+
+extension ConfigParserTests {
+    /// haproxy's rules: checks of an `ssl` server use TLS with its `verify` and `ca-file`
+    /// but not its `sni` (haproxy 2.6 sends `check-sni` only); `no-check-ssl` makes them
+    /// plain; `check-ssl` makes a plain server's checks TLS; both inherit through
+    /// `default-server`, a later word wins. The export writes what it takes to read the
+    /// same model back.
+    func testCheckSSLKeywordsAndTheirExport() throws {
+        let configuration = try parse("""
+            defaults
+                mode http
+            backend be
+                server tls 10.0.0.1:443 check ssl verify required ca-file /ca.pem sni str(www.test)
+                server named 10.0.0.2:443 check ssl verify none check-sni health.test
+                server plainchecks 10.0.0.3:443 check ssl verify none no-check-ssl
+                server forced 10.0.0.4:80 check check-ssl verify none check-sni f.test
+                default-server check-ssl verify required ca-file /ca.pem
+                server inherits 10.0.0.5:80 check
+                server overrides 10.0.0.6:80 check no-check-ssl
+                server last 10.0.0.7:80 check no-check-ssl check-ssl
+            frontend fe
+                bind :80
+                default_backend be
+            """)
+        let servers = configuration.backends[0].servers
+        func check(_ name: String) -> TLSServerConfig?? { servers.first { $0.name == name }.map(\.checkTLS) }
+        XCTAssertEqual(check("tls"), .some(TLSServerConfig(verify: .required, caFile: "/ca.pem")),
+                       "an ssl server checks over TLS, verifying as traffic does, without the traffic's sni")
+        XCTAssertEqual(servers[0].tls, TLSServerConfig(verify: .required, caFile: "/ca.pem", serverName: "www.test"))
+        XCTAssertEqual(check("named"), .some(TLSServerConfig(verify: .none, serverName: "health.test")))
+        XCTAssertEqual(check("plainchecks"), .some(nil))
+        XCTAssertNotNil(servers[2].tls, "no-check-ssl leaves the traffic's TLS alone")
+        XCTAssertEqual(check("forced"), .some(TLSServerConfig(verify: .none, serverName: "f.test")))
+        XCTAssertNil(servers[3].tls, "check-ssl does not make traffic TLS")
+        XCTAssertEqual(check("inherits"), .some(TLSServerConfig(verify: .required, caFile: "/ca.pem")))
+        XCTAssertEqual(check("overrides"), .some(nil))
+        XCTAssertEqual(check("last"), .some(TLSServerConfig(verify: .required, caFile: "/ca.pem")))
+
+        let exported = HAProxyWriter.write(configuration)
+        for expected in [
+            "server tls 10.0.0.1:443 weight 1 check inter 2s rise 2 fall 3 ssl verify required ca-file /ca.pem sni str(www.test)\n",
+            "server named 10.0.0.2:443 weight 1 check inter 2s rise 2 fall 3 ssl verify none check-sni health.test\n",
+            "server plainchecks 10.0.0.3:443 weight 1 check inter 2s rise 2 fall 3 ssl verify none no-check-ssl\n",
+            "server forced 10.0.0.4:80 weight 1 check inter 2s rise 2 fall 3 check-ssl verify none check-sni f.test\n",
+            "server inherits 10.0.0.5:80 weight 1 check inter 2s rise 2 fall 3 check-ssl verify required ca-file /ca.pem\n",
+            "server overrides 10.0.0.6:80 weight 1 check inter 2s rise 2 fall 3\n",
+        ] {
+            XCTAssertTrue(exported.contains(expected), "missing '\(expected)' in\n\(exported)")
+        }
+        XCTAssertEqual(try parse(exported).backends[0].servers, servers, "the export reads back as the same servers")
+    }
+
+    /// The model's default for servers built in code: checks follow `tls`, without its name.
+    func testServerConfigChecksFollowTrafficTLSByDefault() {
+        let address = HostPort(host: "10.0.0.1", port: 443)
+        let tls = TLSServerConfig(verify: .required, caFile: "/ca.pem", serverName: "www.test")
+        XCTAssertEqual(ServerConfig(name: "a", address: address, tls: tls).checkTLS, TLSServerConfig(verify: .required, caFile: "/ca.pem"))
+        XCTAssertNil(ServerConfig(name: "a", address: address).checkTLS)
+        XCTAssertNil(ServerConfig(name: "a", address: address, tls: tls, checkTLS: nil).checkTLS)
+    }
+
+    /// Errors name the file, line and keyword: `check-ssl` needs a CA file under haproxy's
+    /// default `verify required` as `ssl` does (haproxy -c refuses it too), and
+    /// `check-sni` takes a plain name.
+    func testCheckSSLErrors() {
+        func server(_ rest: String) -> String { "global\n    maxconn 10\nbackend be\n    server \(rest)\n" }
+        assertError(server("s1 10.0.0.1:80 check check-ssl"), line: 4, keyword: "server",
+                    "server 's1': 'check-ssl' verifies the server's certificate by default ('verify required') and needs a 'ca-file'")
+        assertError(server("s1 10.0.0.1:443 check ssl check-ssl"), line: 4, keyword: "server", "'ssl' verifies")
+        assertError(server("s1 10.0.0.1:80 check check-sni"), line: 4, keyword: "check-sni", "'check-sni' needs a value")
+        assertError(server("s1 10.0.0.1:80 check check-sni str(a.test)"), line: 4, keyword: "check-sni",
+                    "invalid server name 'str(a.test)' (check-sni takes a plain host name")
+        assertError("global\n    maxconn 10\nbackend be\n    default-server check-ssl\n    server s1 10.0.0.1:80 check\n",
+                    line: 5, keyword: "server", "'check-ssl' verifies")
+        XCTAssertNoThrow(try parse(server("s1 10.0.0.1:443 check ssl no-check-ssl verify none")))
+        XCTAssertNoThrow(try parse(server("s1 10.0.0.1:80 check check-ssl verify none")))
+    }
+}

@@ -374,3 +374,144 @@ final class HealthCheckStateMachineTests: XCTestCase {
         XCTAssertEqual(String(decoding: fromFlags, as: UTF8.self), "GET / HTTP/1.1\r\nHost: 10.0.0.1:8080\r\nConnection: close\r\n\r\n")
     }
 }
+
+// MARK: TLS checks (`ssl`, `check-ssl`)
+
+extension HealthCheckStateMachineTests {
+    private func tlsMachine(http: Bool, inter: Int64 = 2_000_000_000, connect: Int64 = 5_000_000_000,
+                            checkTimeout: Int64? = nil) -> HealthCheckStateMachine {
+        HealthCheckStateMachine(settings: .init(interval: inter, rise: 2, fall: 3, connectTimeout: connect, checkTimeout: checkTimeout,
+                                                http: http ? .init(expect: nil) : nil, tls: true),
+                                firstCheck: 0)
+    }
+
+    /// A TCP check on an `ssl` server passes when the handshake completes: haproxy's L6OK
+    /// ("Layer6 check passed"), not L4OK, and no info.
+    func testTLSCheckPassesAtLayer6WhenTheHandshakeCompletes() {
+        var machine = tlsMachine(http: false)
+        XCTAssertEqual(machine.timerFired(now: 0), .connect)
+        XCTAssertEqual(machine.connected(now: 2 * ms), .startHandshake)
+        XCTAssertEqual(machine.phase, .handshaking)
+        guard case .finish(let report) = machine.handshakeCompleted(now: 5 * ms) else { return XCTFail() }
+        XCTAssertEqual(report.result, CheckResult(status: .l6ok, durationMilliseconds: 5))
+        XCTAssertTrue(report.result.passed)
+        XCTAssertNil(report.transition)
+        XCTAssertEqual(machine.health, 4, "a pass at rise jumps to rise+fall-1, as for L4OK")
+        XCTAssertEqual(machine.phase, .idle)
+        XCTAssertEqual(machine.deadline, 5 * ms + 2 * s)
+    }
+
+    /// A failed handshake is L6RSP with haproxy's conn_err_code_str() words, and counts as
+    /// a failure like any other.
+    func testFailedHandshakeIsLayer6InvalidResponse() {
+        var failed = tlsMachine(http: true)
+        _ = failed.timerFired(now: 0)
+        _ = failed.connected(now: ms)
+        guard case .finish(let report) = failed.handshakeFailed(.failed, now: 3 * ms) else { return XCTFail() }
+        XCTAssertEqual(report.result, CheckResult(status: .l6response, info: "SSL handshake failure", durationMilliseconds: 3))
+        XCTAssertEqual(report.transition, .down, "a new server is UP but falls at its first failure")
+        XCTAssertTrue(report.countedFailure)
+
+        var mismatch = tlsMachine(http: false)
+        _ = mismatch.timerFired(now: 0)
+        _ = mismatch.connected(now: ms)
+        guard case .finish(let wrongName) = mismatch.handshakeFailed(.nameMismatch, now: 2 * ms) else { return XCTFail() }
+        XCTAssertEqual(wrongName.result, CheckResult(status: .l6response,
+                                                     info: "Server presented an SSL certificate different from the expected one",
+                                                     durationMilliseconds: 2))
+    }
+
+    /// The handshake is part of the connect: it runs under the connect's deadline
+    /// (min(`timeout connect`, `inter`) with `timeout check`, else `inter`), and running out
+    /// of it is L6TOUT ("Layer6 timeout"), not L4TOUT.
+    func testHandshakeSharesTheConnectDeadlineAndTimesOutAtLayer6() {
+        var bounded = tlsMachine(http: false, inter: 2 * s, connect: 500 * ms, checkTimeout: 300 * ms)
+        XCTAssertEqual(bounded.timerFired(now: 0), .connect)
+        XCTAssertEqual(bounded.connected(now: 100 * ms), .startHandshake)
+        XCTAssertEqual(bounded.deadline, 500 * ms, "connected, but not through TLS yet: still the connect's deadline")
+        XCTAssertEqual(bounded.timerFired(now: 499 * ms), .none)
+        guard case .finish(let report) = bounded.timerFired(now: 500 * ms) else { return XCTFail() }
+        XCTAssertEqual(report.result, CheckResult(status: .l6timeout, durationMilliseconds: 500))
+
+        var unbounded = tlsMachine(http: true, inter: 300 * ms)
+        _ = unbounded.timerFired(now: 0)
+        _ = unbounded.connected(now: ms)
+        XCTAssertEqual(unbounded.deadline, 300 * ms, "without timeout check, inter bounds the whole check")
+        guard case .finish(let late) = unbounded.timerFired(now: 300 * ms) else { return XCTFail() }
+        XCTAssertEqual(late.result.status, .l6timeout)
+    }
+
+    /// An HTTP check on an `ssl` server sends its request once the handshake is done; only
+    /// then does `timeout check` start; the reply decides at layer 7 as in plain text.
+    func testTLSHTTPCheckSendsAfterTheHandshake() {
+        var machine = tlsMachine(http: true, inter: 2 * s, connect: 1 * s, checkTimeout: 300 * ms)
+        _ = machine.timerFired(now: 0)
+        XCTAssertEqual(machine.connected(now: 10 * ms), .startHandshake)
+        XCTAssertEqual(machine.response(status: 200, reason: "OK", now: 20 * ms), .none, "no reply before the handshake")
+        XCTAssertEqual(machine.handshakeCompleted(now: 50 * ms), .sendRequest)
+        XCTAssertEqual(machine.phase, .awaitingReply)
+        XCTAssertEqual(machine.deadline, 350 * ms, "timeout check counts from the end of the handshake")
+        guard case .finish(let report) = machine.response(status: 200, reason: "OK", now: 60 * ms) else { return XCTFail() }
+        XCTAssertEqual(report.result, CheckResult(status: .l7ok, code: 200, durationMilliseconds: 60))
+
+        var silent = tlsMachine(http: true, inter: 2 * s, connect: 1 * s, checkTimeout: 300 * ms)
+        _ = silent.timerFired(now: 0)
+        _ = silent.connected(now: 10 * ms)
+        _ = silent.handshakeCompleted(now: 50 * ms)
+        guard case .finish(let timedOut) = silent.timerFired(now: 350 * ms) else { return XCTFail() }
+        XCTAssertEqual(timedOut.result.status, .l7timeout, "through TLS, a silent server is a layer-7 timeout")
+
+        var broken = tlsMachine(http: true)
+        _ = broken.timerFired(now: 0)
+        _ = broken.connected(now: ms)
+        guard case .finish(let reset) = broken.socketError("Connection reset by peer", now: 2 * ms) else { return XCTFail() }
+        XCTAssertEqual(reset.result.status, .socketError)
+    }
+
+    /// Plain checks never ask for a handshake, and handshake events outside one are stale.
+    func testHandshakeEventsOutsideAHandshakeAreIgnored() {
+        var plain = http()
+        _ = plain.timerFired(now: 0)
+        XCTAssertEqual(plain.handshakeCompleted(now: ms), .none)
+        XCTAssertEqual(plain.connected(now: ms), .sendRequest, "a plain check goes straight to its request")
+        XCTAssertEqual(plain.handshakeFailed(.failed, now: 2 * ms), .none)
+
+        var machine = tlsMachine(http: false)
+        _ = machine.timerFired(now: 0)
+        _ = machine.connected(now: ms)
+        _ = machine.handshakeCompleted(now: 2 * ms)
+        XCTAssertEqual(machine.handshakeCompleted(now: 3 * ms), .none)
+        XCTAssertEqual(machine.handshakeFailed(.failed, now: 3 * ms), .none)
+        XCTAssertEqual(machine.health, 4)
+    }
+
+    /// The statuses in haproxy's words and numbers (check_statuses[], enum healthcheck_status),
+    /// and the lines Debian's haproxy 2.6.12 printed for TLS checks.
+    func testLayer6StatusesAndLogLines() {
+        XCTAssertEqual([CheckStatus.l6ok, .l6timeout, .l6response].map(\.text), ["L6OK", "L6TOUT", "L6RSP"])
+        XCTAssertEqual([CheckStatus.l6ok, .l6timeout, .l6response].map(\.description),
+                       ["Layer6 check passed", "Layer6 timeout", "Layer6 invalid response"])
+        XCTAssertEqual([CheckStatus.l6ok, .l6timeout, .l6response].map(\.haproxyCode), [9, 10, 11])
+        XCTAssertEqual(
+            HealthCheckLog.transition(.down, backend: "web", server: "plain", isBackup: false,
+                                      result: .init(status: .l6response, info: "SSL handshake failure", durationMilliseconds: 32),
+                                      activeServers: 7, backupServers: 0, sessions: 0),
+            "Server web/plain is DOWN, reason: Layer6 invalid response, info: \"SSL handshake failure\", check duration: 32ms. 7 active and 0 backup servers left. 0 sessions active, 0 requeued, 0 remaining in queue.")
+        XCTAssertEqual(
+            HealthCheckLog.transition(.down, backend: "tcpchk", server: "silent", isBackup: false,
+                                      result: .init(status: .l6timeout, durationMilliseconds: 302),
+                                      activeServers: 0, backupServers: 0, sessions: 0),
+            "Server tcpchk/silent is DOWN, reason: Layer6 timeout, check duration: 302ms. 0 active and 0 backup servers left. 0 sessions active, 0 requeued, 0 remaining in queue.")
+        XCTAssertTrue(HealthCheckLog.transition(.up, backend: "web", server: "s1", isBackup: false,
+                                                result: .init(status: .l6ok, durationMilliseconds: 4),
+                                                activeServers: 1, backupServers: 0, sessions: 0)
+            .hasPrefix("Server web/s1 is UP, reason: Layer6 check passed, check duration: 4ms. "))
+    }
+
+    /// Settings from the configuration: `tls` comes from the server's check TLS.
+    func testSettingsFromTheModelCarryTLS() {
+        let backend = BackendConfig(name: "b", mode: .http)
+        XCTAssertFalse(HealthCheckStateMachine.Settings(check: HealthCheckConfig(), backend: backend, slowStart: nil).tls)
+        XCTAssertTrue(HealthCheckStateMachine.Settings(check: HealthCheckConfig(), backend: backend, slowStart: nil, tls: true).tls)
+    }
+}

@@ -67,7 +67,7 @@ func boundPort(_ fd: Int32) throws -> UInt16 {
 }
 
 /// A listening socket on 127.0.0.1 and the port it got (0 asks the kernel for a free one).
-func makeLoopbackListener(port: UInt16 = 0, backlog: Int32 = 128) throws -> (fd: Int32, port: UInt16) {
+public func makeLoopbackListener(port: UInt16 = 0, backlog: Int32 = 128) throws -> (fd: Int32, port: UInt16) {
     let fd = try makeTCPSocket()
     setIntOption(fd, SOL_SOCKET, SO_REUSEADDR, 1)
     var addr = try loopbackAddress(port: port)

@@ -28,14 +28,15 @@ public final class TLSTestServer: @unchecked Sendable {
 
     /// Starts the server with `certificate` and waits for its startup line,
     /// `tls-test-server listening on 127.0.0.1:PORT`. With `clientAuthority`, a client
-    /// certificate signed by it is required (for `crt` on a `server` line).
-    public init(name: String, certificate: TLSCertificate, clientAuthority: TLSAuthority? = nil) throws {
+    /// certificate signed by it is required (for `crt` on a `server` line). Every response
+    /// has `status` (a health check's verdict; 500 says "Internal Server Error").
+    public init(name: String, certificate: TLSCertificate, clientAuthority: TLSAuthority? = nil, status: Int = 200) throws {
         self.name = name
         self.certificate = certificate
         directory = try TempDirectory(prefix: "balancerd-tls-server")
         let script = try directory.write(Self.script, to: "tls_test_server.py")
         var arguments = ["python3", script, "--name", name, "--cert", certificate.certificatePath,
-                         "--key", certificate.keyPath]
+                         "--key", certificate.keyPath, "--status", String(status)]
         if let clientAuthority { arguments += ["--client-ca", clientAuthority.certificatePath] }
         // /usr/bin/env finds python3 on PATH and execs it: the pid we hold is the server's.
         let child = try ChildProcess(executable: "/usr/bin/env", arguments: arguments)
@@ -69,6 +70,7 @@ public final class TLSTestServer: @unchecked Sendable {
         ap.add_argument("--cert", required=True)
         ap.add_argument("--key", required=True)
         ap.add_argument("--client-ca")
+        ap.add_argument("--status", type=int, default=200)
         a = ap.parse_args()
 
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -112,7 +114,7 @@ public final class TLSTestServer: @unchecked Sendable {
                         if key == "commonName":
                             client_cn = value
                 self.served += 1
-                self.send_response(200)
+                self.send_response(a.status)
                 self.send_header("Content-Type", "text/plain")
                 self.send_header("X-Connection-Request", str(self.served))
                 self.send_header("Content-Length", str(count if body is None else len(body)))

@@ -125,6 +125,8 @@ public final class ServerHealth: Sendable {
 /// haproxy's check results (`check_status`), as its stats show them.
 public enum CheckStatus: UInt8, Sendable, CaseIterable {
     case unknown = 0, initializing, socketError, l4ok, l4timeout, l4connection, l7ok, l7timeout, l7response, l7status
+    /// The TLS handshake of a check (`ssl`, `check-ssl`): passed, timed out, failed.
+    case l6ok, l6timeout, l6response
 
     /// The text of haproxy's `check_status` column.
     public var text: String {
@@ -139,6 +141,9 @@ public enum CheckStatus: UInt8, Sendable, CaseIterable {
         case .l7timeout: "L7TOUT"
         case .l7response: "L7RSP"
         case .l7status: "L7STS"
+        case .l6ok: "L6OK"
+        case .l6timeout: "L6TOUT"
+        case .l6response: "L6RSP"
         }
     }
 
@@ -156,6 +161,9 @@ public enum CheckStatus: UInt8, Sendable, CaseIterable {
         case .l7timeout: "Layer7 timeout"
         case .l7response: "Layer7 invalid response"
         case .l7status: "Layer7 wrong status"
+        case .l6ok: "Layer6 check passed"
+        case .l6timeout: "Layer6 timeout"
+        case .l6response: "Layer6 invalid response"
         }
     }
 
@@ -175,6 +183,9 @@ public enum CheckStatus: UInt8, Sendable, CaseIterable {
         case .l7response: 13
         case .l7ok: 15
         case .l7status: 17
+        case .l6ok: 9
+        case .l6timeout: 10
+        case .l6response: 11
         }
     }
 }
@@ -198,10 +209,15 @@ public final class Server: Sendable {
     /// The TLS client context of an `ssl` server (shared with the servers that verify
     /// the same way); nil for plain TCP.
     public let tls: TLSClientContext?
+    /// The context of its health checks when they use TLS (`config.checkTLS`), usually
+    /// the same object as `tls`; nil for plain checks.
+    public let checkTLS: TLSClientContext?
     let nameBytes: [UInt8]
 
-    public init(config: ServerConfig, address: SocketAddress, health: ServerHealth, tls: TLSClientContext? = nil) {
+    public init(config: ServerConfig, address: SocketAddress, health: ServerHealth, tls: TLSClientContext? = nil,
+                checkTLS: TLSClientContext? = nil) {
         self.tls = tls
+        self.checkTLS = checkTLS
         self.name = config.name
         self.nameBytes = Array(config.name.utf8)
         self.address = address

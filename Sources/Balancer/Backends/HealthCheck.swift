@@ -3,6 +3,12 @@
 // its `HealthCheckStateMachine` asks for and publishes what it learnt into the server's
 // `ServerHealth` (the verdict each pick reads, and the check columns of the stats).
 //
+// TLS checks (`ssl`/`check-ssl` servers) run the handshake and the HTTP exchange through a
+// TLSConnection made from the server's check context. The socket is watched for both
+// directions (edge-triggered) for the whole check, and every event retries the step in
+// progress: a TLS step that waits for the other direction than the one it was asked
+// (a read that must send, a write that must receive) is retried when that edge comes.
+//
 // Threads: `HealthChecks` is called from whichever thread publishes tables (Proxy's
 // callers), under its own lock; it reaches a handler only through `EventLoop.execute`, so
 // a `HealthCheck` is touched by its loop thread alone.
@@ -37,7 +43,8 @@ final class HealthChecks: Sendable {
             for (config, table) in backends {
                 for server in table.servers {
                     guard let parameters = server.config.check ?? config.defaultCheck else { continue }
-                    let settings = HealthCheckStateMachine.Settings(check: parameters, backend: config, slowStart: server.config.slowStart)
+                    let settings = HealthCheckStateMachine.Settings(check: parameters, backend: config, slowStart: server.config.slowStart,
+                                                                    tls: server.checkTLS != nil)
                     let request = config.healthCheck.http.map { HealthCheck.request($0, server: server.config) }
                     let key = ObjectIdentifier(server.health)
                     let servers = table.servers
@@ -93,6 +100,8 @@ final class HealthCheck: EventHandler, @unchecked Sendable {
     private var machine: HealthCheckStateMachine?
 
     private var fd: CInt = -1
+    /// The check's TLS over `fd` (TLS checks, once connected); freed with the socket.
+    private var tls: TLSConnection?
     /// Epoll side of the current socket, alternating per check, so that an event for the
     /// previous check's socket can never be taken for this one's.
     private var side = 0
@@ -209,6 +218,8 @@ final class HealthCheck: EventHandler, @unchecked Sendable {
             } else if !events.isDisjoint(with: [.writable, .error, .hangup]) {
                 perform(machine!.connected(now: now), now: now)
             }
+        case .handshaking:
+            handshake(now: now)
         case .awaitingReply:
             flushRequest(now: now)
             if fd >= 0 { readReply(now: now) }
@@ -228,6 +239,14 @@ final class HealthCheck: EventHandler, @unchecked Sendable {
             break
         case .connect:
             connect(now: now)
+        case .startHandshake:
+            guard let context = server.checkTLS,
+                  let connection = TLSConnection(client: context, serverName: server.config.checkTLS?.serverName, fd: fd) else {
+                perform(machine!.handshakeFailed(.failed, now: now), now: now)
+                return
+            }
+            tls = connection
+            handshake(now: now)
         case .sendRequest:
             written = 0
             input.removeAll(keepingCapacity: true)
@@ -262,9 +281,33 @@ final class HealthCheck: EventHandler, @unchecked Sendable {
         }
     }
 
+    /// One step of the TLS handshake; called again on the socket's next event until it
+    /// completes or fails.
+    private func handshake(now: Int64) {
+        guard let tls else { return }
+        switch tls.handshake() {
+        case .processed:
+            perform(machine!.handshakeCompleted(now: now), now: now)
+        case .wantRead, .wantWrite:
+            break
+        case .closed, .failed:
+            perform(machine!.handshakeFailed(tls.peerNameMismatch ? .nameMismatch : .failed, now: now), now: now)
+        }
+    }
+
     private func flushRequest(now: Int64) {
         guard let request, written < request.count else { return }
         let fd = self.fd, from = written
+        if let tls {
+            let outcome = request.withUnsafeBytes { tls.write(UnsafeRawBufferPointer(rebasing: $0[from...])) }
+            switch outcome {
+            case .processed(let n): written += n
+            case .wantRead, .wantWrite: break
+            case .closed: perform(machine!.invalidResponse(now: now), now: now)
+            case .failed(let reason): perform(machine!.socketError(reason, now: now), now: now)
+            }
+            return
+        }
         let result = request.withUnsafeBytes { bytes in
             Result { () throws(SystemError) in try Posix.write(fd, UnsafeRawBufferPointer(rebasing: bytes[from...])) }
         }
@@ -275,21 +318,43 @@ final class HealthCheck: EventHandler, @unchecked Sendable {
         }
     }
 
+    /// One read of the reply, through TLS when the check has it: the byte count (0 at the
+    /// end of the stream), nil when the socket has nothing more for now, or the failure.
+    private func readOnce(into chunk: inout [UInt8]) -> Result<Int?, ReadFailure> {
+        let fd = self.fd
+        if let tls {
+            switch chunk.withUnsafeMutableBytes({ tls.read(into: $0) }) {
+            case .processed(let n): return .success(n)
+            case .closed: return .success(0)
+            case .wantRead, .wantWrite: return .success(nil)
+            case .failed(let reason): return .failure(ReadFailure(info: reason))
+            }
+        }
+        let result = chunk.withUnsafeMutableBytes { buffer in
+            Result { () throws(SystemError) in try Posix.read(fd, buffer) }
+        }
+        switch result {
+        case .success(.processed(let n)): return .success(n)
+        case .success(.wouldBlock): return .success(nil)
+        case .failure(let error): return .failure(ReadFailure(info: error.errno.description))
+        }
+    }
+
+    private struct ReadFailure: Error {
+        var info: String
+    }
+
     /// Reads until the response head is complete, the peer closes, or the socket is dry.
     /// Only the head matters: the status decides, the body is never read.
     private func readReply(now: Int64) {
         var chunk = [UInt8](repeating: 0, count: 4096)
         while fd >= 0 {
-            let fd = self.fd
-            let result = chunk.withUnsafeMutableBytes { buffer in
-                Result { () throws(SystemError) in try Posix.read(fd, buffer) }
-            }
             let n: Int
-            switch result {
-            case .success(.processed(let count)): n = count
-            case .success(.wouldBlock): return
-            case .failure(let error):
-                perform(machine!.socketError(error.errno.description, now: now), now: now)
+            switch readOnce(into: &chunk) {
+            case .success(let count?): n = count
+            case .success(nil): return
+            case .failure(let failure):
+                perform(machine!.socketError(failure.info, now: now), now: now)
                 return
             }
             if n == 0 {
@@ -313,6 +378,10 @@ final class HealthCheck: EventHandler, @unchecked Sendable {
 
     private func closeSocket() {
         guard fd >= 0 else { return }
+        // close_notify (best effort) so that the server sees an orderly end, then the
+        // TLS state goes before the descriptor it was reading.
+        tls?.shutdown()
+        tls = nil
         loop.unwatch(fd)
         Posix.close(fd)
         fd = -1

@@ -14,6 +14,10 @@
 //   (srv_getinter()).
 // - Without `timeout check`, `inter` bounds the whole check. With it, the connect gets
 //   min(`timeout connect`, `inter`) and the reply `timeout check` more once connected.
+// - TLS checks (`ssl` or `check-ssl` on the server): the handshake is part of the connect
+//   (haproxy waits for CO_FL_WAIT_XPRT, L4 and L6, before its next step), so it shares
+//   the connect's deadline. A TCP check passes when the handshake completes (L6OK); a
+//   failed handshake is L6RSP, one that runs out of time L6TOUT (chk_report_conn_err()).
 // - Slow start: after a server comes back UP its weight grows in haproxy's steps,
 //   w = (16 × elapsed + slowstart) / slowstart of 16 (server_recalc_eweight()), recomputed
 //   every max(1 s, slowstart / 20) (server_warmup()).
@@ -35,7 +39,7 @@ public struct CheckResult: Sendable, Equatable {
         self.durationMilliseconds = durationMilliseconds
     }
 
-    public var passed: Bool { status == .l4ok || status == .l7ok }
+    public var passed: Bool { status == .l4ok || status == .l6ok || status == .l7ok }
 }
 
 
@@ -79,6 +83,8 @@ public struct HealthCheckStateMachine: Sendable {
         public var http: HTTPExpectation?
         /// `slowstart`, nil or 0 for none.
         public var slowStart: Int64?
+        /// The connect is followed by a TLS handshake (`ssl`, `check-ssl`).
+        public var tls: Bool
 
         public struct HTTPExpectation: Sendable, Equatable {
             public var expect: HTTPCheckExpect?
@@ -86,7 +92,8 @@ public struct HealthCheckStateMachine: Sendable {
         }
 
         public init(interval: Int64, fastInterval: Int64? = nil, downInterval: Int64? = nil, rise: Int, fall: Int,
-                    connectTimeout: Int64, checkTimeout: Int64? = nil, http: HTTPExpectation? = nil, slowStart: Int64? = nil) {
+                    connectTimeout: Int64, checkTimeout: Int64? = nil, http: HTTPExpectation? = nil, slowStart: Int64? = nil,
+                    tls: Bool = false) {
             self.interval = interval
             self.fastInterval = fastInterval ?? interval
             self.downInterval = downInterval ?? interval
@@ -96,16 +103,18 @@ public struct HealthCheckStateMachine: Sendable {
             self.checkTimeout = checkTimeout
             self.http = http
             self.slowStart = slowStart
+            self.tls = tls
         }
 
-        /// From the configuration model: the server's parameters, its backend's check.
-        public init(check: HealthCheckConfig, backend: BackendConfig, slowStart: Duration?) {
+        /// From the configuration model: the server's parameters, its backend's check;
+        /// `tls` when the server's checks use TLS.
+        public init(check: HealthCheckConfig, backend: BackendConfig, slowStart: Duration?, tls: Bool = false) {
             self.init(interval: check.interval.nanoseconds, fastInterval: check.fastInterval?.nanoseconds,
                       downInterval: check.downInterval?.nanoseconds, rise: check.rise, fall: check.fall,
                       connectTimeout: backend.timeouts.connect.nanoseconds,
                       checkTimeout: backend.healthCheck.timeout?.nanoseconds,
                       http: backend.healthCheck.http.map { HTTPExpectation(expect: $0.expect) },
-                      slowStart: slowStart?.nanoseconds)
+                      slowStart: slowStart?.nanoseconds, tls: tls)
         }
     }
 
@@ -114,6 +123,8 @@ public struct HealthCheckStateMachine: Sendable {
         case idle
         /// A connect is in progress.
         case connecting
+        /// Connected, the TLS handshake in progress (under the connect's deadline).
+        case handshaking
         /// Connected, the request sent (or being sent), the status line awaited.
         case awaitingReply
         /// Maintenance: no checks until `resume`.
@@ -125,7 +136,10 @@ public struct HealthCheckStateMachine: Sendable {
         /// Open a socket and start connecting (the shell then reports `connected`,
         /// `connectFailed` or nothing until the deadline).
         case connect
-        /// Connected: write the HTTP request and read the status line.
+        /// Connected: start the TLS handshake (the shell then reports `handshakeCompleted`,
+        /// `handshakeFailed` or nothing until the deadline).
+        case startHandshake
+        /// Connected (and through TLS, if any): write the HTTP request and read the status line.
         case sendRequest
         /// The check is over: close the socket (if any) and publish the report.
         case finish(Report)
@@ -189,6 +203,8 @@ public struct HealthCheckStateMachine: Sendable {
             return .connect
         case .connecting:
             return .finish(finish(.init(status: .l4timeout, durationMilliseconds: elapsed(now)), now: now))
+        case .handshaking:
+            return .finish(finish(.init(status: .l6timeout, durationMilliseconds: elapsed(now)), now: now))
         case .awaitingReply:
             return .finish(finish(.init(status: .l7timeout, durationMilliseconds: elapsed(now)), now: now))
         }
@@ -197,8 +213,46 @@ public struct HealthCheckStateMachine: Sendable {
     /// The connect succeeded (possibly at once).
     public mutating func connected(now: Int64) -> Action {
         guard phase == .connecting else { return .none }
+        if settings.tls {
+            phase = .handshaking
+            return .startHandshake
+        }
+        return established(.l4ok, now: now)
+    }
+
+    /// The TLS handshake completed: a TCP check has passed at layer 6, an HTTP one sends
+    /// its request through TLS.
+    public mutating func handshakeCompleted(now: Int64) -> Action {
+        guard phase == .handshaking else { return .none }
+        return established(.l6ok, now: now)
+    }
+
+    /// Why a handshake failed, as haproxy words it (conn_err_code_str()).
+    public enum HandshakeFailure: Sendable, Equatable {
+        /// Not TLS, a certificate that does not verify, a reset, a close.
+        case failed
+        /// Under `verify required`, the certificate does not name the `check-sni` name.
+        case nameMismatch
+
+        var info: String {
+            switch self {
+            case .failed: "SSL handshake failure"
+            case .nameMismatch: "Server presented an SSL certificate different from the expected one"
+            }
+        }
+    }
+
+    /// The TLS handshake failed (haproxy's L6RSP).
+    public mutating func handshakeFailed(_ failure: HandshakeFailure, now: Int64) -> Action {
+        guard phase == .handshaking else { return .none }
+        return .finish(finish(.init(status: .l6response, info: failure.info, durationMilliseconds: elapsed(now)), now: now))
+    }
+
+    /// The connection is ready for the check's data: `passed` ends a TCP check; an HTTP
+    /// check gets `timeout check` (if set) from here for its reply.
+    private mutating func established(_ passed: CheckStatus, now: Int64) -> Action {
         guard settings.http != nil else {
-            return .finish(finish(.init(status: .l4ok, durationMilliseconds: elapsed(now)), now: now))
+            return .finish(finish(.init(status: passed, durationMilliseconds: elapsed(now)), now: now))
         }
         phase = .awaitingReply
         if let checkTimeout = settings.checkTimeout { deadline = now + checkTimeout }
@@ -214,7 +268,7 @@ public struct HealthCheckStateMachine: Sendable {
     /// No socket could be made, or the connection broke after it was established
     /// (haproxy's SOCKERR).
     public mutating func socketError(_ info: String, now: Int64) -> Action {
-        guard phase == .connecting || phase == .awaitingReply else { return .none }
+        guard phase == .connecting || phase == .handshaking || phase == .awaitingReply else { return .none }
         return .finish(finish(.init(status: .socketError, info: info, durationMilliseconds: elapsed(now)), now: now))
     }
 

@@ -313,7 +313,16 @@ public struct ServerConfig: Sendable, Equatable {
     public var slowStart: Duration?
     /// `ssl ...`: the connection to the server is TLS. nil: plain TCP.
     public var tls: TLSServerConfig?
+    /// The TLS of the health checks, nil for plain TCP checks: haproxy's `check-ssl`,
+    /// `no-check-ssl` and `check-sni`, resolved. By default checks go the way traffic goes
+    /// (TLS for an `ssl` server), with the server's `verify` and `ca-file`, and without SNI:
+    /// haproxy 2.6 sends none for checks unless `check-sni` names one (`serverName`); the
+    /// `sni` of traffic is not used. haproxy has one `verify`/`ca-file` per server, so the
+    /// export writes those of `tls` when both are set. The initialisers set it; assigning
+    /// `tls` later leaves it as it was.
+    public var checkTLS: TLSServerConfig?
 
+    /// `checkTLS` defaults to haproxy's: `tls` without its server name.
     public init(name: String, address: HostPort, weight: Int = 1, backup: Bool = false, check: HealthCheckConfig? = nil,
                 slowStart: Duration? = nil, tls: TLSServerConfig? = nil) {
         self.name = name
@@ -323,6 +332,14 @@ public struct ServerConfig: Sendable, Equatable {
         self.check = check
         self.slowStart = slowStart
         self.tls = tls
+        self.checkTLS = tls.map { TLSServerConfig(verify: $0.verify, caFile: $0.caFile) }
+    }
+
+    /// A server whose checks use `checkTLS` (nil: plain checks), whatever its traffic uses.
+    public init(name: String, address: HostPort, weight: Int = 1, backup: Bool = false, check: HealthCheckConfig? = nil,
+                slowStart: Duration? = nil, tls: TLSServerConfig? = nil, checkTLS: TLSServerConfig?) {
+        self.init(name: name, address: address, weight: weight, backup: backup, check: check, slowStart: slowStart, tls: tls)
+        self.checkTLS = checkTLS
     }
 }
 

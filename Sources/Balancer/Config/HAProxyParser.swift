@@ -250,6 +250,18 @@ extension HAProxyParser {
         /// too (haproxy does), for a later `ssl` to pick them up.
         var ssl = false
         var tls = TLSServerConfig()
+        /// `check-ssl` (true), `no-check-ssl` (false); nil: checks follow `ssl`.
+        var checkSSL: Bool? = nil
+        /// `check-sni NAME`.
+        var checkServerName: String? = nil
+
+        /// haproxy's init_srv_check(): without `check-ssl`/`no-check-ssl`, checks use TLS
+        /// when traffic does (balancerd has no check `port`/`addr`, which would turn that
+        /// off); TLS checks verify as traffic does and send `check-sni` only.
+        var checkTLS: TLSServerConfig? {
+            guard checkSSL ?? ssl else { return nil }
+            return TLSServerConfig(verify: tls.verify, caFile: tls.caFile, serverName: checkServerName)
+        }
     }
 
     private enum SectionKind: String {
@@ -592,14 +604,17 @@ extension HAProxyParser {
                 }
                 var parameters = proxy.settings.server
                 try serverParameters(words[3...], line: line, into: &parameters)
-                if parameters.ssl && parameters.tls.verify == .required && parameters.tls.caFile == nil {
-                    // haproxy -c refuses it too: verifying against no authority fails every connection.
-                    throw error(line, keyword, "server '\(name)': 'ssl' verifies the server's certificate by default ('verify required') and needs a 'ca-file'; write 'verify none' to skip verification")
+                let checkTLS = parameters.checkTLS
+                if (parameters.ssl || checkTLS != nil) && parameters.tls.verify == .required && parameters.tls.caFile == nil {
+                    // haproxy -c refuses it too (for `check-ssl` as for `ssl`): verifying
+                    // against no authority fails every connection.
+                    let word = parameters.ssl ? "ssl" : "check-ssl"
+                    throw error(line, keyword, "server '\(name)': '\(word)' verifies the server's certificate by default ('verify required') and needs a 'ca-file'; write 'verify none' to skip verification")
                 }
                 proxy.servers.append(ServerConfig(
                     name: name, address: address, weight: parameters.weight, backup: parameters.backup,
                     check: parameters.check ? parameters.health : nil, slowStart: parameters.slowStart,
-                    tls: parameters.ssl ? parameters.tls : nil))
+                    tls: parameters.ssl ? parameters.tls : nil, checkTLS: checkTLS))
                 proxy.serverLines[name] = line
             case "stats" where proxy.kind == .listen || proxy.kind == .frontend:
                 // haproxy's stats page idiom: `listen stats / bind :8404 / stats enable /
@@ -1203,6 +1218,18 @@ extension HAProxyParser {
                         throw error(line, keyword, "unsupported 'sni' expression '\(text)' (balancerd supports str(NAME))")
                     }
                     parameters.tls.serverName = String(text.dropFirst(4).dropLast())
+                case "check-ssl":
+                    parameters.checkSSL = true
+                case "no-check-ssl":
+                    parameters.checkSSL = false
+                case "check-sni":
+                    // haproxy takes a plain string here, not a sample expression: a
+                    // `str(...)` copied from `sni` would go out as those very bytes.
+                    let text = try value(for: keyword)
+                    guard !text.isEmpty, text.utf8.count <= 255, !text.contains("("), !text.contains(where: \.isWhitespace) else {
+                        throw error(line, keyword, "invalid server name '\(text)' (check-sni takes a plain host name such as www.example.com, not an expression)")
+                    }
+                    parameters.checkServerName = text
                 default:
                     throw error(line, keyword, "unknown or unsupported server parameter '\(keyword)'")
                 }

@@ -133,7 +133,8 @@ public enum HAProxyWriter {
     }
 
     /// `server NAME ADDR:PORT weight W [backup] [check inter D [fastinter D] [downinter D]
-    /// rise N fall N] [slowstart D] [ssl verify none|required [ca-file F] [sni str(NAME)]]`
+    /// rise N fall N] [slowstart D] [ssl verify none|required [ca-file F] [sni str(NAME)]]
+    /// [no-check-ssl | check-ssl [verify ... ca-file F]] [check-sni NAME]`
     public static func serverLine(_ server: ServerConfig) -> String {
         var line = "server \(server.name) \(address(server.address)) weight \(server.weight)"
         if server.backup { line += " backup" }
@@ -149,6 +150,17 @@ public enum HAProxyWriter {
             if let caFile = tls.caFile { line += " ca-file \(word(caFile))" }
             if let name = tls.serverName { line += " sni str(\(name))" }
         }
+        // haproxy's checks follow `ssl` unless told otherwise; one verify/ca-file per server.
+        switch (server.tls, server.checkTLS) {
+        case (_?, nil):
+            line += " no-check-ssl"
+        case (nil, let check?):
+            line += " check-ssl verify \(check.verify.rawValue)"
+            if let caFile = check.caFile { line += " ca-file \(word(caFile))" }
+        default:
+            break
+        }
+        if let name = server.checkTLS?.serverName { line += " check-sni \(word(name))" }
         return line
     }
 

@@ -305,7 +305,7 @@ public enum ServersState {
         let status = checked ? server.checkStatus : .initializing
         let result = switch status {
         case .unknown, .initializing: 0
-        case .l4ok, .l7ok: 3
+        case .l4ok, .l6ok, .l7ok: 3
         default: 2
         }
         let fields: [String] = [

@@ -149,11 +149,13 @@ public final class Proxy: @unchecked Sendable {
         var servers: [Server] = []
         let contexts: [TLSClientContext?]
         do throws(TLSError) {
-            contexts = try TLSClientContext.contexts(for: set.servers.map(\.tls))
+            // Traffic and checks in one call: a check verifying as traffic does shares its context.
+            contexts = try TLSClientContext.contexts(for: set.servers.map(\.tls) + set.servers.map(\.checkTLS))
         } catch {
             throw ProxyError("backend '\(config.name)': ca-file \(error)")
         }
-        for (server, tls) in zip(set.servers, contexts) {
+        for (i, server) in set.servers.enumerated() {
+            let (tls, checkTLS) = (contexts[i], contexts[set.servers.count + i])
             let address: SocketAddress
             do {
                 address = try SocketAddress.resolve(host: server.address.host, port: server.address.port)
@@ -164,7 +166,7 @@ public final class Proxy: @unchecked Sendable {
             let key = "\(config.name)/\(server.name)/\(address)"
             let health = registry[key] ?? ServerHealth(loops: loops)
             registry[key] = health
-            servers.append(Server(config: server, address: address, health: health, tls: tls))
+            servers.append(Server(config: server, address: address, health: health, tls: tls, checkTLS: checkTLS))
         }
         var pruned: [String: ServerHealth] = [:]
         for (key, value) in registry where !key.hasPrefix("\(config.name)/") { pruned[key] = value }

@@ -142,6 +142,11 @@ final class TLSConnection {
     /// The negotiated protocol version ("TLSv1.3"), for logs and tests.
     var protocolVersion: String { String(cString: SSL_get_version(ssl)) }
 
+    /// After a failed client handshake: the certificate verified but did not name the
+    /// server name asked for (`verify required` with a name). Health checks say so in
+    /// haproxy's words.
+    var peerNameMismatch: Bool { SSL_get_verify_result(ssl) == Int(X509_V_ERR_HOSTNAME_MISMATCH) }
+
     private func failure(_ result: Int32, _ operation: StaticString) -> Outcome {
         let code = SSL_get_error(ssl, result)
         switch code {
