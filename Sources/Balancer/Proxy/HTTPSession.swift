@@ -63,6 +63,8 @@ final class HTTPSession: EventHandler, ProxySession {
     /// The last TLS operation waits for the socket to become writable (a read or the
     /// handshake can need that too, not only a write).
     var tlsWaitsWritable = false
+    private var holdWrites = false
+    private var writesQueued = false
 
     // Server side. The socket is watched through the loop's owner table (side 1), so a
     // late event for a socket the session let go of goes to its new owner or nowhere.
@@ -224,10 +226,33 @@ final class HTTPSession: EventHandler, ProxySession {
                 if hangup { serverHangupSeen = true }
             }
         }
+        // Writes wait for the end of the event batch: every session reads and parses
+        // first, then all of them write (runDeferred). A server or client then gets a
+        // burst of messages and wakes once for them, instead of once per message.
+        holdWrites = true
         advance(loop: loop)
+        holdWrites = false
+        if !closed && !writesQueued && writesHeld {
+            writesQueued = true
+            loop.runAgain(self)
+        }
+    }
+
+    /// Output that a write could take now, left for the end of the batch.
+    private var writesHeld: Bool {
+        (serverWritable && serverOut.readableCount > serverOutSent) || (clientWritable && !clientOut.isEmpty)
     }
 
     func resume(loop: EventLoop) {
+        if writesQueued {
+            // The held writes, client first: bytes already taken from the server reach
+            // the client before anything read next (a reset, an EOF) can end the session.
+            writesQueued = false
+            _ = flushClient(loop: loop)
+            if closed { return }
+            _ = flushServer(loop: loop)
+            if closed { return }
+        }
         advance(loop: loop)
     }
 
@@ -280,6 +305,9 @@ final class HTTPSession: EventHandler, ProxySession {
             if pumpSplice(loop: loop) { progress = true }
             if closed { return }
             if finishIfDone(loop: loop) { progress = true }
+            // Held output goes first: reading on (a FIN, an error) could end the session
+            // before the bytes already received are passed on, in the order they came.
+            if holdWrites && writesHeld { break }
             if stateChanged {
                 // A retry attached a new server connection in the middle of this round,
                 // after the step that would have sent it the request: go round again.
@@ -830,7 +858,7 @@ final class HTTPSession: EventHandler, ProxySession {
     // MARK: server output
 
     private func flushServer(loop: EventLoop) -> Bool {
-        guard serverFD >= 0, !machine.connecting, serverWritable else { return false }
+        guard !holdWrites, serverFD >= 0, !machine.connecting, serverWritable else { return false }
         let pending = serverOut.readableCount - serverOutSent
         guard pending > 0 else { return false }
         let bytes = UnsafeRawBufferPointer(rebasing: serverOut.readable[serverOutSent...])
@@ -1037,7 +1065,7 @@ final class HTTPSession: EventHandler, ProxySession {
     // MARK: client output
 
     private func flushClient(loop: EventLoop) -> Bool {
-        guard clientWritable, !clientOut.isEmpty else { return false }
+        guard !holdWrites, clientWritable, !clientOut.isEmpty else { return false }
         do {
             switch try clientSend(clientOut.readable) {
             case nil:
