@@ -116,21 +116,42 @@ final class TLSTests: XCTestCase {
     /// A client that reads an HTTP/1.0 response to its end can resume its TLS session on
     /// the next connection: balancerd ends each connection with close_notify (a bare FIN is
     /// an error to OpenSSL, which then drops the session). `openssl s_time -reuse` prints
-    /// `r` for every connection that resumed.
+    /// `r` for every connection that resumed. Both ways of resuming are tried: session
+    /// tickets (the default; the client carries the session), and with `no-tls-tickets`
+    /// OpenSSL's session cache (which balancerd keeps only then).
     func testSessionsResumeAfterAConnectionCloseResponse() throws {
         let dir = try TempDirectory()
         defer { dir.remove() }
         let pem = try makeCertificate("resume.test", in: dir)
         let backend = try HTTPTestServer(name: "web")
         defer { backend.stop() }
-        let (balancer, port) = try startBalancer(["--listen", "127.0.0.1:0", "--tls-cert", pem, "--server", backend.address])
-        let run = try runProcess("/usr/bin/openssl", ["s_time", "-connect", "127.0.0.1:\(port)", "-reuse", "-www", "/",
-                                                      "-time", "1"], timeout: 20)
-        // The progress line: one mark per connection, `r` resumed, `*` a full handshake.
-        let marks = run.stdout.filter { !$0.isEmpty && $0.allSatisfy { $0 == "r" || $0 == "*" } }.joined()
-        let resumed = marks.filter { $0 == "r" }.count
-        XCTAssertGreaterThan(marks.count, 10, "\(run.allText)\n\(tail(balancer))")
-        XCTAssertGreaterThan(resumed, marks.count - 2, "\(resumed) of \(marks.count) connections resumed\n\(run.allText)")
+        let ticketPort = try freePort()
+        let config = try TempConfigFile("""
+            defaults
+                mode http
+                timeout connect 5s
+                timeout client 30s
+                timeout server 30s
+            frontend main
+                bind 127.0.0.1:\(ticketPort) ssl crt \(pem)
+                default_backend web
+            frontend cache
+                bind 127.0.0.1:0 ssl crt \(pem) no-tls-tickets
+                default_backend web
+            backend web
+                server web \(backend.address)
+            """)
+        let (balancer, _) = try startBalancer(["--config", config.path])
+        let cachePort = try balancer.port(frontend: "cache")
+        for (name, port) in [("tickets", ticketPort), ("session cache", cachePort)] {
+            let run = try runProcess("/usr/bin/openssl", ["s_time", "-connect", "127.0.0.1:\(port)", "-reuse", "-www", "/",
+                                                          "-time", "1"], timeout: 20)
+            // The progress line: one mark per connection, `r` resumed, `*` a full handshake.
+            let marks = run.stdout.filter { !$0.isEmpty && $0.allSatisfy { $0 == "r" || $0 == "*" } }.joined()
+            let resumed = marks.filter { $0 == "r" }.count
+            XCTAssertGreaterThan(marks.count, 10, "\(name): \(run.allText)\n\(tail(balancer))")
+            XCTAssertGreaterThan(resumed, marks.count - 2, "\(name): \(resumed) of \(marks.count) connections resumed\n\(run.allText)")
+        }
     }
 
     func testVersionsRedirectSNIRoutingAndExport() throws {

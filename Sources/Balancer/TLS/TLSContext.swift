@@ -142,7 +142,15 @@ public final class TLSContext: @unchecked Sendable {
     private static func configure(_ ctx: OpaquePointer, _ config: TLSBindConfig) throws(TLSError) {
         cbt_ctx_set_modes(ctx)
         var options = cbt_op_ignore_unexpected_eof() | cbt_op_no_renegotiation() | cbt_op_cipher_server_preference()
-        if config.options.noTickets { options |= cbt_op_no_ticket() }
+        if config.options.noTickets {
+            options |= cbt_op_no_ticket()
+        } else {
+            // With tickets the client carries its session: OpenSSL's internal cache would
+            // only hold a copy of every session (up to 20,480, a few KiB each) and walk
+            // all of them every 255 handshakes to expire old ones. Without tickets the
+            // cache is what resumes a session, so it stays.
+            cbt_ctx_disable_internal_session_cache(ctx)
+        }
         for version in config.options.disabled {
             switch version {
             case .ssl3: options |= cbt_op_no_sslv3()
