@@ -203,11 +203,11 @@ while true {
         do {
             var reloaded = try HAProxyParser.load(path: path)
             if let threads = options.threads { reloaded.global.threads = threads }
-            let warnings = try proxy.reload(reloaded)
-            for warning in warnings { ControlLog.line("balancerd: reload warning: \(warning)") }
-            ControlLog.line("balancerd: reloaded \(path) generation=\(proxy.generation)")
+            let report = try proxy.reload(reloaded)
+            for warning in report.warnings { ControlLog.line("balancerd: reload warning: \(warning)") }
+            ControlLog.line("balancerd: reloaded \(path) generation=\(proxy.generation): \(report.summary)")
         } catch {
-            ControlLog.line("balancerd: reload failed: \(error); keeping the previous table")
+            ControlLog.line("balancerd: reload failed: \(error); nothing applied, the previous configuration keeps serving")
         }
     case SIGTERM, SIGINT:
         ControlLog.line("balancerd: stopping on \(received == SIGTERM ? "SIGTERM" : "SIGINT"): \(proxy.activeConnections) connection(s) open, grace \(DurationParser.format(options.grace))")

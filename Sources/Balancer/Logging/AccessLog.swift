@@ -89,7 +89,7 @@ enum AccessLog {
     private static func counters(_ c: AccessLogContext, active: Int, into log: LogBuffer) {
         log.append(active)
         log.append(UInt8(ascii: "/"))
-        log.append(c.frontend.current.load(ordering: .relaxed))
+        log.append(c.frontend.counters.current.load(ordering: .relaxed))
         log.append(UInt8(ascii: "/"))
         log.append(c.backend.current.load(ordering: .relaxed))
         log.append(UInt8(ascii: "/"))

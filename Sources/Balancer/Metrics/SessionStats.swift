@@ -51,7 +51,7 @@ enum SessionStats {
 
     static func ended(_ r: SessionRecord, loop: EventLoop) {
         let index = loop.index
-        let front = r.frontend.stats, back = r.backend.stats, server = r.server?.health.stats
+        let front = r.frontend.counters.stats, back = r.backend.stats, server = r.server?.health.stats
         front.add(.bytesIn, r.bytesIn, loop: index)
         front.add(.bytesOut, r.bytesOut, loop: index)
         back.add(.bytesIn, r.bytesIn, loop: index)

@@ -170,9 +170,9 @@ extension Proxy {
         let (tables, configs, generation) = publishedState()
         let frontends = self.frontends.map { f in
             FrontendStats(name: f.config.name, mode: f.config.mode, defaultBackend: f.config.defaultBackend, sessionLimit: shared.maxConnections,
-                          counters: StatsCounters(f.stats, current: f.current.load(ordering: .relaxed),
-                                                  maxCurrent: f.maxCurrent.load(ordering: .relaxed),
-                                                  total: f.total.load(ordering: .relaxed)))
+                          counters: StatsCounters(f.counters.stats, current: f.counters.current.load(ordering: .relaxed),
+                                                  maxCurrent: f.counters.maxCurrent.load(ordering: .relaxed),
+                                                  total: f.counters.total.load(ordering: .relaxed)))
         }
         var backends: [BackendStats] = []
         for (index, table) in tables.enumerated() {

@@ -5,7 +5,9 @@ final class Listener: EventHandler {
     var deadline: Int64 = 0
     var filedDeadline: Int64 = 0
     let fd: CInt
-    let frontend: FrontendRuntime
+    /// The frontend version new connections get. A reload that changes the frontend but
+    /// keeps this bind replaces it (a task): the socket stays open, so nothing queued is lost.
+    var frontend: FrontendRuntime
     /// The bind this socket listens for (the key of its TLS settings).
     let bind: HostPort
     /// The TLS context of an `ssl` bind: new connections handshake with it. Replaced by a

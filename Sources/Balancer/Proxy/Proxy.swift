@@ -42,22 +42,25 @@ public struct BoundAddress: Sendable {
 
 public final class Proxy: @unchecked Sendable {
     public let options: ProxyOptions
-    /// The configuration the proxy started with; frontends never change after start.
-    /// Backend settings live in `PublishState`, since reloads and sources change them.
+    /// The configuration the proxy started with. Frontends and backend settings live in
+    /// `PublishState`, since reloads and sources change them (`liveConfiguration()`).
     public let configuration: Configuration
     let shared: ProxyShared
-    let frontends: [FrontendRuntime]
+    /// The frontends serving now, in the file's order (a removed or replaced version may
+    /// still have sessions: `PublishState.frontends` keeps every slot).
+    var frontends: [FrontendRuntime] { publishLock.withLock { s in s.live.map { s.frontends[$0] } } }
     /// Every backend's counters, by index. Grows when publishRoutes creates a backend.
     var backendCounters: [BackendCounters] { publishLock.withLock { $0.counters } }
     private(set) var workers: [ProxyWorker] = []
     private var threads: [LoopThread] = []
     let publishLock = Mutex<PublishState>(PublishState())
-    /// Per frontend, the TLS context of each `ssl` bind, as the listeners have it now.
-    /// Replaced whole by reloadCertificates (control thread).
-    private let tlsContexts: Mutex<[[HostPort: TLSContext]]>
+    /// Per frontend slot, the TLS context of each `ssl` bind, as the listeners have it now.
+    /// Replaced whole by reloadCertificates, grown by reload (control thread).
+    let tlsContexts: Mutex<[[HostPort: TLSContext]]>
     /// The active health checks, run on the loops (HealthCheck.swift).
     private(set) var healthChecks: HealthChecks!
-    public private(set) var boundAddresses: [BoundAddress] = []
+    /// Every listening address now; reload adds and removes entries (control thread).
+    public internal(set) var boundAddresses: [BoundAddress] = []
     private var started = false
     /// When the proxy was built (monotonic ns, and wall-clock ms): uptime and lastchg.
     let startedAt = Posix.monotonicNanoseconds()
@@ -70,7 +73,11 @@ public final class Proxy: @unchecked Sendable {
         var healthRegistry: [String: ServerHealth] = [:]
         /// Backend counters, by index: the backend arrays only grow, so an index stays valid.
         var counters: [BackendCounters] = []
-        /// Per frontend: its routing table and the routes discovery last published.
+        /// Every frontend version by slot (FrontendRuntime.index); slots only grow, as the
+        /// loops' per-frontend arrays do. `live` lists the slots serving now, in file order.
+        var frontends: [FrontendRuntime] = []
+        var live: [Int] = []
+        /// Per frontend slot: its routing table and the routes discovery last published.
         var routing: [RoutingTable] = []
         var routes: [[ServiceRoute]] = []
         /// Backends publishRoutes created (named after their service).
@@ -93,9 +100,9 @@ public final class Proxy: @unchecked Sendable {
             let fallback = configuration.backends[backendIndex]
             let routesOnly = frontend.routes != nil && fallback.servers.isEmpty && fallback.discovery == nil
             frontends.append(FrontendRuntime(index: i, config: frontend, backendIndex: backendIndex,
-                                             fallbackBackend: routesOnly ? -1 : backendIndex, loops: loops))
+                                             fallbackBackend: routesOnly ? -1 : backendIndex,
+                                             counters: FrontendCounters(loops: loops)))
         }
-        self.frontends = frontends
         var contexts: [[HostPort: TLSContext]] = []
         for frontend in configuration.frontends {
             var byBind: [HostPort: TLSContext] = [:]
@@ -127,6 +134,8 @@ public final class Proxy: @unchecked Sendable {
             state.tables = initial
             state.backendConfigs = configuration.backends
             state.counters = counters
+            state.frontends = frontends
+            state.live = Array(frontends.indices)
             state.routing = routing
             state.routes = frontends.map { _ in [] }
         }
@@ -287,56 +296,89 @@ public final class Proxy: @unchecked Sendable {
         }
     }
 
-    /// Applies a re-read configuration (SIGHUP). Backend settings and servers change in
-    /// place; established connections are untouched. Listeners cannot move without a
-    /// restart, so frontend changes are reported and left out.
-    /// Returns warnings for the parts that were not applied.
-    public func reload(_ new: Configuration) throws -> [String] {
-        var warnings: [String] = []
-        // TLS settings and certificates apply live (reloadCertificates); the rest of a
-        // frontend needs a restart.
-        let withoutTLS = { (frontends: [Frontend]) in frontends.map { f in var f = f; f.tls = [:]; return f } }
-        if withoutTLS(new.frontends) != withoutTLS(configuration.frontends) {
-            warnings.append("frontend changes (bind, mode, default_backend, timeouts) need a restart; applied backend changes only")
-        }
-        // Resolve everything first, so a bad name leaves the old tables in place.
-        for backend in new.backends where backendCounters.contains(where: { $0.name == backend.name }) {
-            for server in backend.servers {
-                do {
-                    _ = try SocketAddress.resolve(host: server.address.host, port: server.address.port)
-                } catch {
-                    throw ProxyError("backend '\(backend.name)', server '\(server.name)': \(error)")
-                }
-            }
-        }
-        for backend in new.backends {
-            if let index = backendCounters.firstIndex(where: { $0.name == backend.name }) {
-                var set = BackendSet(servers: backend.servers)
-                if backend.discovery != nil {
-                    // A discovered backend keeps the servers its source last published; the
-                    // file only changes its settings. A changed source needs a restart.
-                    set = BackendSet(servers: tables[index].servers.map(\.config))
-                    if backend.discovery != configuration.backends[index].discovery {   // as started
-                        warnings.append("backend '\(backend.name)': discovery source changes need a restart")
+    /// Applies a re-read configuration (SIGHUP). Established connections are untouched:
+    /// they keep the frontend settings they were accepted with and the server they have.
+    /// - Backends: settings and servers change in place; a new backend is created.
+    /// - Frontends (FrontendReload.swift): new binds open, removed ones close (their
+    ///   connections finish), a changed frontend's new settings apply to new connections.
+    /// All or nothing up to the backends: a bind that cannot open (port in use), a
+    /// certificate that cannot load or a server name that does not resolve throws, and
+    /// then nothing is applied, as haproxy keeps its old process when the new one cannot
+    /// bind. Control thread only; reloads never run at once.
+    /// Returns what opened and closed, and warnings for the parts that were not applied.
+    public func reload(_ new: Configuration) throws -> ReloadReport {
+        var report = ReloadReport()
+        // Everything that can fail first: names resolve, sockets open, certificates load.
+        let plan = try prepareFrontends(new, report: &report)
+        do {
+            for backend in new.backends {
+                for server in backend.servers {
+                    do {
+                        _ = try SocketAddress.resolve(host: server.address.host, port: server.address.port)
+                    } catch {
+                        throw ProxyError("backend '\(backend.name)', server '\(server.name)': \(error)")
                     }
                 }
-                try publish(backend: backend.name, set: set, config: backend)
-            } else {
-                warnings.append("new backend '\(backend.name)' needs a restart")
             }
+            for backend in new.backends {
+                if let index = backendCounters.firstIndex(where: { $0.name == backend.name }) {
+                    var set = BackendSet(servers: backend.servers)
+                    if backend.discovery != nil {
+                        // A discovered backend keeps the servers its source last published; the
+                        // file only changes its settings. A changed source needs a restart.
+                        set = BackendSet(servers: tables[index].servers.map(\.config))
+                        let started = configuration.backends.first { $0.name == backend.name }?.discovery
+                        if backend.discovery != started {
+                            report.warnings.append("backend '\(backend.name)': discovery source changes need a restart")
+                        }
+                    }
+                    try publish(backend: backend.name, set: set, config: backend)
+                } else {
+                    try addBackend(backend)
+                    report.addedBackends.append(backend.name)
+                    if backend.discovery != nil {
+                        report.warnings.append("backend '\(backend.name)': its discovery source starts with a restart; serving the file's servers")
+                    }
+                }
+            }
+        } catch {
+            plan.abandon()
+            throw error
         }
-        warnings += reloadCertificates(new)
-        return warnings
+        let fresh = installFrontends(plan, report: &report)
+        report.warnings += reloadCertificates(new, skipping: fresh)
+        return report
+    }
+
+    /// Creates backend `config` (a reload found it new): a table, counters, and its place
+    /// in every loop's arrays, the way publishRoutes creates one. Control thread.
+    private func addBackend(_ config: BackendConfig) throws {
+        let loops = workers.count
+        let (tables, counters) = try publishLock.withLock { state in
+            state.generation += 1
+            let table = try Proxy.buildTable(config, set: BackendSet(servers: config.servers), generation: state.generation,
+                                             registry: &state.healthRegistry, loops: loops)
+            state.tables.append(table)
+            state.backendConfigs.append(config)
+            state.counters.append(BackendCounters(name: config.name, loops: loops))
+            return (state.tables, state.counters)
+        }
+        handOut { worker in worker.addBackends(tables: tables, counters: counters) }
+        healthChecks.watch(publishLock.withLock { Array(zip($0.backendConfigs, $0.tables)) })
     }
 
     /// The configuration as it runs now: backend settings from the last reload, servers
     /// from the last published tables (discovery included). What /haproxy.cfg exports.
     public func liveConfiguration() -> Configuration {
         var live = configuration
-        let (configs, tables, routing) = publishLock.withLock { ($0.backendConfigs, $0.tables, $0.routing) }
+        let (configs, tables, routing, frontends) = publishLock.withLock { s in
+            (s.backendConfigs, s.tables, s.routing, s.live.map { s.frontends[$0] })
+        }
         // Discovered routes follow the file's use_backend rules, as they are evaluated.
-        for (i, table) in routing.enumerated() where i < live.frontends.count {
-            live.frontends[i].routing.useBackend += RoutingTable.exportRules(table.routesInOrder)
+        live.frontends = frontends.map { frontend in
+            var config = frontend.config
+            config.routing.useBackend += RoutingTable.exportRules(routing[frontend.index].routesInOrder)
+            return config
         }
         let backends = zip(configs, tables).map { config, table in
             var backend = config
@@ -355,13 +397,18 @@ public final class Proxy: @unchecked Sendable {
     /// gives that bind (a bind `new` no longer has keeps its context), and hands the new
     /// contexts to the loops: handshakes from now on use them, established connections
     /// keep theirs. A bind whose certificates fail to load keeps its old context; the
-    /// returned messages name the bind, the file and OpenSSL's reason. Control thread;
+    /// returned messages name the bind, the file and OpenSSL's reason. `skipping`: the
+    /// frontend slots a reload just made, whose certificates are fresh. Control thread;
     /// blocking (reads files).
     @discardableResult
     public func reloadCertificates(_ new: Configuration) -> [String] {
+        reloadCertificates(new, skipping: [])
+    }
+
+    func reloadCertificates(_ new: Configuration, skipping: Set<Int>) -> [String] {
         var warnings: [String] = []
         var changed: [(Int, [HostPort: TLSContext])] = []
-        for frontend in frontends where !frontend.config.tls.isEmpty {
+        for frontend in frontends where !frontend.config.tls.isEmpty && !skipping.contains(frontend.index) {
             let settings = new.frontends.first { $0.name == frontend.config.name }?.tls ?? [:]
             var fresh: [HostPort: TLSContext] = [:]
             for bind in frontend.config.tls.keys {
@@ -391,7 +438,7 @@ public final class Proxy: @unchecked Sendable {
     /// The subjects of the certificates bind `bind` of frontend `name` serves now (the
     /// first is the default), for logs and tests.
     public func certificateSubjects(frontend name: String, bind: HostPort) -> [String] {
-        guard let f = frontends.firstIndex(where: { $0.config.name == name }) else { return [] }
+        guard let f = frontends.first(where: { $0.config.name == name })?.index else { return [] }
         return tlsContexts.withLock { $0[f][bind]?.subjects ?? [] }
     }
 
@@ -415,7 +462,7 @@ public final class Proxy: @unchecked Sendable {
 
     /// The discovered routes of frontend `name` now, in matching order.
     public func routes(frontend name: String) -> [ServiceRoute] {
-        guard let f = frontends.firstIndex(where: { $0.config.name == name }) else { return [] }
+        guard let f = frontends.first(where: { $0.config.name == name })?.index else { return [] }
         return publishLock.withLock { $0.routing[f].routesInOrder }
     }
 

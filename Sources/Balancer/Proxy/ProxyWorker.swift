@@ -4,7 +4,9 @@
 final class ProxyWorker: @unchecked Sendable {
     let loop: EventLoop
     let shared: ProxyShared
-    let frontends: [FrontendRuntime]
+    /// Every frontend version by slot (FrontendRuntime.index), removed ones included:
+    /// their sessions may still run. Grows (by a task) when a reload adds or changes one.
+    private(set) var frontends: [FrontendRuntime]
     /// Counters per backend; grows (by a task) when publishRoutes creates a backend.
     private(set) var backendCounters: [BackendCounters]
     /// This loop's view of each backend's current table. Replaced by a task posted from
@@ -12,6 +14,8 @@ final class ProxyWorker: @unchecked Sendable {
     var tables: [BackendTable]
     /// Per frontend: the routing table requests are decided with (swapped like `tables`).
     private(set) var routing: [RoutingTable]
+    /// Routing tables that reached this loop before the frontend slot they are for.
+    private var earlyRouting: [Int: RoutingTable] = [:]
     /// Where a decision writes its request edits; reused by every request of the loop.
     let routingScratch: RoutingScratch
     var listeners: [Listener] = []
@@ -111,8 +115,58 @@ final class ProxyWorker: @unchecked Sendable {
 
     /// Makes `table` the routing of frontend `index` (a task from publishRoutes).
     func installRouting(_ table: RoutingTable, frontend index: Int) {
+        guard index < routing.count else {
+            // A slot a reload made, whose addFrontends task is still queued behind this
+            // one: keep the table for it.
+            if table.generation > earlyRouting[index]?.generation ?? 0 { earlyRouting[index] = table }
+            return
+        }
         guard table.generation > routing[index].generation else { return }
         routing[index] = table
+    }
+
+    /// Takes the frontend slots this loop does not have yet (a task from Proxy.reload),
+    /// with their routing tables and session settings. Slots only grow, as backends do.
+    func addFrontends(_ all: [FrontendRuntime], routing tables: [RoutingTable]) {
+        guard all.count > frontends.count else { return }
+        for index in frontends.count..<all.count {
+            frontends.append(all[index])
+            let early = earlyRouting.removeValue(forKey: index)
+            routing.append(early.map { $0.generation > tables[index].generation ? $0 : tables[index] } ?? tables[index])
+            httpSettings.append(self.tables.map { HTTPSessionSettings(frontend: all[index].config, backend: $0.settings) })
+        }
+    }
+
+    /// Applies a reload's listener changes on this loop, in one task so that a connection
+    /// is accepted either before all of them or after (loop thread; from Proxy.reload).
+    /// - `opened`: new sockets for this loop, registered here.
+    /// - `retargeted`: a bind kept by a changed frontend keeps its socket (and its accept
+    ///   queue); only what new connections get changes.
+    /// - `closed`: binds no frontend has any more. Their sessions carry on.
+    func applyListeners(opened: [ListenerChange.Opened], retargeted: [ListenerChange.Retargeted],
+                        closed: [ListenerChange.Closed]) {
+        for change in retargeted {
+            for listener in listeners where listener.frontend.index == change.fromSlot && listener.bind == change.bind {
+                listener.frontend = change.frontend
+                listener.tls = change.tls
+            }
+        }
+        for change in closed {
+            for listener in listeners where listener.frontend.index == change.slot && listener.bind == change.bind {
+                // Serve what the kernel already queued (one batch) before the queue goes.
+                listener.acceptBatch(loop: loop)
+                listener.close(loop: loop)
+            }
+        }
+        listeners.removeAll { $0.closed }
+        for change in opened {
+            do {
+                try adopt(listenerFD: change.fd, frontend: change.frontend, bind: change.bind, tls: change.tls)
+            } catch {
+                Posix.close(change.fd)
+                ControlLog.line("balancerd: frontend '\(change.frontend.config.name)', bind \(change.bind): loop \(loop.index) cannot watch its listener: \(error)")
+            }
+        }
     }
 
     func takeExchangeState() -> HTTPExchangeState {
@@ -146,8 +200,8 @@ final class ProxyWorker: @unchecked Sendable {
                 return
             }
         }
-        frontend.maxCurrent.raiseMaximum(to: frontend.current.add(1, ordering: .relaxed).newValue)
-        frontend.total.add(1, ordering: .relaxed)
+        frontend.counters.maxCurrent.raiseMaximum(to: frontend.counters.current.add(1, ordering: .relaxed).newValue)
+        frontend.counters.total.add(1, ordering: .relaxed)
         switch frontend.config.mode {
         case .tcp:
             let session = TCPSession(worker: self, client: client, peer: peer, frontend: frontend,
@@ -161,14 +215,14 @@ final class ProxyWorker: @unchecked Sendable {
 
     /// An HTTP session closed (it logs its own requests).
     func httpSessionEnded(_ session: HTTPSession, loop: EventLoop) {
-        session.frontend.current.wrappingSubtract(1, ordering: .relaxed)
+        session.frontend.counters.current.wrappingSubtract(1, ordering: .relaxed)
         releaseSlot(loop: loop)
     }
 
     /// A TCP session whose TLS handshake failed: it never was a session (no log line,
     /// as in HTTP mode), only its slot is given back.
     func handshakeFailed(_ session: TCPSession, loop: EventLoop) {
-        session.frontend.current.wrappingSubtract(1, ordering: .relaxed)
+        session.frontend.counters.current.wrappingSubtract(1, ordering: .relaxed)
         releaseSlot(loop: loop)
     }
 
@@ -180,7 +234,7 @@ final class ProxyWorker: @unchecked Sendable {
             responseMilliseconds: -1, totalMilliseconds: Int((loop.now - session.acceptedAt) / 1_000_000),
             termination: termination), loop: loop)
         if !shared.quiet { logConnection(session, termination: termination, loop: loop) }
-        session.frontend.current.wrappingSubtract(1, ordering: .relaxed)
+        session.frontend.counters.current.wrappingSubtract(1, ordering: .relaxed)
         releaseSlot(loop: loop)
     }
 

@@ -62,7 +62,13 @@ final class PipeBudget: Sendable {
     }
 }
 
+/// One version of a frontend's settings, as the sessions it accepted use them. A reload
+/// that changes a frontend makes a new one (at a new index) instead of changing this one:
+/// connections accepted before keep the settings they started with, new ones get the new.
 public final class FrontendRuntime: Sendable {
+    /// Its slot in the proxy's and the loops' per-frontend arrays. Slots are never reused,
+    /// so a session of a frontend removed or changed by a reload still finds its routing
+    /// and settings there.
     public let index: Int
     public let config: Frontend
     let nameBytes: [UInt8]
@@ -72,20 +78,31 @@ public final class FrontendRuntime: Sendable {
     /// servers of its own (fabio's behaviour: an unknown route is not found, not 503).
     public let fallbackBackend: Int
     let clientTimeout: Int64
-    public let current = Atomic<Int>(0)
-    public let total = Atomic<Int>(0)
-    /// The most connections it had at once (haproxy `smax`).
-    public let maxCurrent = Atomic<Int>(0)
-    public let stats: StatCounters
+    /// Shared by every version of the frontend of that name: a reload that changes its
+    /// settings keeps its counts.
+    public let counters: FrontendCounters
 
-    init(index: Int, config: Frontend, backendIndex: Int, fallbackBackend: Int, loops: Int) {
-        self.stats = StatCounters(loops: loops)
+    init(index: Int, config: Frontend, backendIndex: Int, fallbackBackend: Int, counters: FrontendCounters) {
+        self.counters = counters
         self.index = index
         self.config = config
         self.nameBytes = Array(config.name.utf8)
         self.backendIndex = backendIndex
         self.fallbackBackend = fallbackBackend
         self.clientTimeout = config.timeouts.client.nanoseconds
+    }
+}
+
+/// Counters of a frontend that outlive its versions (see FrontendRuntime).
+public final class FrontendCounters: Sendable {
+    public let current = Atomic<Int>(0)
+    public let total = Atomic<Int>(0)
+    /// The most connections it had at once (haproxy `smax`).
+    public let maxCurrent = Atomic<Int>(0)
+    public let stats: StatCounters
+
+    init(loops: Int) {
+        self.stats = StatCounters(loops: loops)
     }
 }
 

@@ -11,10 +11,9 @@ extension Proxy: RoutePublisher {
     /// Replaces the discovered routes of `frontend`. Control thread or a source's thread;
     /// blocking (server names are resolved), never a loop.
     public func publishRoutes(_ set: RouteSet, frontend name: String) throws {
-        guard let f = frontends.firstIndex(where: { $0.config.name == name }) else {
+        guard let frontend = frontends.first(where: { $0.config.name == name }) else {
             throw ProxyError("no frontend named '\(name)'")
         }
-        let frontend = frontends[f]
         guard frontend.config.mode == .http else {
             throw ProxyError("frontend '\(name)' is in tcp mode: routes by host and path need mode http")
         }
@@ -54,17 +53,20 @@ extension Proxy: RoutePublisher {
             try publish(backend: service, set: set.services[service] ?? BackendSet(servers: []))
         }
 
-        // 3. The routing table.
-        let table: RoutingTable? = publishLock.withLock { state in
+        // 3. The routing table, of the frontend's version serving now: a reload may have
+        // replaced it since (it carries the routes over under this same lock).
+        let installed: (RoutingTable, Int)? = publishLock.withLock { state in
+            guard let f = state.live.first(where: { state.frontends[$0].config.name == name }) else { return nil }
+            let frontend = state.frontends[f]
             guard state.routes[f] != routes else { return nil }
             let names = Dictionary(state.backendConfigs.enumerated().map { ($1.name, $0) }, uniquingKeysWith: { a, _ in a })
             let table = RoutingTable(generation: state.routing[f].generation + 1, routing: frontend.config.routing,
                                      routes: routes, defaultBackend: frontend.fallbackBackend, backendIndex: { names[$0] })
             state.routes[f] = routes
             state.routing[f] = table
-            return table
+            return (table, f)
         }
-        if let table {
+        if let (table, f) = installed {
             handOut { worker in worker.installRouting(table, frontend: f) }
         }
     }
