@@ -4,7 +4,10 @@
 // A frontend's settings are an immutable FrontendRuntime that its sessions hold. A reload
 // never changes one: a changed frontend gets a new version in a new slot, new connections
 // get it, and connections accepted before keep the version they started with (timeouts,
-// routing, mode, default backend, certificates) until they end. Slots are never reused, so
+// routing, mode, default backend, certificates) until they end. So every frontend setting
+// applies live (mode, binds, default_backend, timeouts, acl/http-request/use_backend,
+// forwardfor, errorfile, ssl certificates); maxconn is the process's (global), and global
+// settings and discovery sources are read at start only. Slots are never reused, so
 // the loops' per-slot arrays stay valid for those sessions; a removed slot costs a routing
 // table and a row of settings per loop.
 //

@@ -304,7 +304,9 @@ public final class Proxy: @unchecked Sendable {
     /// All or nothing up to the backends: a bind that cannot open (port in use), a
     /// certificate that cannot load or a server name that does not resolve throws, and
     /// then nothing is applied, as haproxy keeps its old process when the new one cannot
-    /// bind. Control thread only; reloads never run at once.
+    /// bind. (A backend `ca-file` that fails to load is only found while publishing: the
+    /// backends before it are applied, the frontends are not.) Control thread only;
+    /// reloads never run at once.
     /// Returns what opened and closed, and warnings for the parts that were not applied.
     public func reload(_ new: Configuration) throws -> ReloadReport {
         var report = ReloadReport()
