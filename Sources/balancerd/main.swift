@@ -204,7 +204,7 @@ if let socketConfig = configuration.global.statsSocket {
             handedOver.store(true, ordering: .releasing)
             _ = kill(getpid(), SIGUSR1)
         })
-        ControlLog.line("balancerd: runtime API on unix socket \(socketConfig.path) (level \(socketConfig.level.rawValue)\(socketConfig.exposeFDListeners ? ", expose-fd listeners" : ""))")
+        ControlLog.line("balancerd: runtime API on unix socket \(socketConfig.path) (level \(socketConfig.level.rawValue))\(socketConfig.exposeFDListeners ? " with expose-fd listeners" : "")")
     } catch {
         fail("balancerd: stats socket \(socketConfig.path): \(error)", code: 1)
     }
