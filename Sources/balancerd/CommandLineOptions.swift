@@ -69,6 +69,9 @@ struct CommandLineOptions: Sendable, Equatable {
     var checkHTTP: String?
     /// `--stats-socket PATH`: the Runtime API on a unix socket, at level admin.
     var statsSocket: String?
+    /// `-x PATH` / `--takeover PATH` (haproxy's `-x`): take the listening sockets of the
+    /// balancerd whose Runtime API socket is PATH, then tell it to stop (Handover.swift).
+    var takeover: String?
     /// The raw discovery flags, assembled into `discovery` after the scan.
     private var consulURL: String?, consulService: String?, consulTag: String?, consulDC: String?, consulToken: String?
     private var routesFromTags = false, tagPrefix: String?, consulMaxStaleGiven = false
@@ -107,7 +110,7 @@ struct CommandLineOptions: Sendable, Equatable {
                          [--consul URL --service NAME [--tag TAG] [--dc DC] [--consul-token TOKEN]]
                          [--consul URL --routes-from-tags [--tag-prefix PREFIX]] [--consul-stale [--consul-max-stale D]]
                          [--etcd URL --etcd-prefix PREFIX] [--stats HOST:PORT] [--stats-socket PATH]
-                         [--check-interval DURATION] [--check-http PATH]
+                         [--check-interval DURATION] [--check-http PATH] [-x|--takeover PATH]
                balancerd check --config FILE
                balancerd export-haproxy [the options of a run]
                balancerd --help | --version
@@ -130,7 +133,12 @@ struct CommandLineOptions: Sendable, Equatable {
                                `check inter DURATION` with rise 2 fall 3; without --check-http a check is a TCP connect
           --check-http PATH    checks are `GET PATH HTTP/1.1` (Host: the server's HOST:PORT) and pass on 2xx or 3xx;
                                alone, it checks every 2s
-          --stats-socket PATH  haproxy's Runtime API on a unix socket, level admin (show stat, set server ...)
+          --stats-socket PATH  haproxy's Runtime API on a unix socket, level admin (show stat, set server ...),
+                               with expose-fd listeners (a new balancerd takes over with -x PATH)
+          -x, --takeover PATH  take the listening sockets of the balancerd whose Runtime API socket is PATH
+                               ('stats socket PATH level admin expose-fd listeners'), start on them, then
+                               tell it to stop: it finishes its connections within its --grace and exits 0.
+                               Without the sockets (no such socket, or refused) balancerd exits 1, as haproxy does
           --consul URL         follow the passing instances of --service in Consul (blocking queries)
           --service NAME       the Consul service to follow
           --tag TAG            only instances with this tag
@@ -173,7 +181,9 @@ struct CommandLineOptions: Sendable, Equatable {
             remaining = remaining.dropFirst()
         }
 
-        while let argument = remaining.popFirst() {
+        while var argument = remaining.popFirst() {
+            // haproxy's one-letter spelling, kept for operators who type it by habit.
+            if argument == "-x" { argument = "--takeover" }
             guard argument.hasPrefix("--") else {
                 throw UsageError(message: "unexpected argument '\(argument)'" + (argument == "check" ? " ('check' must come first)" : ""))
             }
@@ -272,6 +282,9 @@ struct CommandLineOptions: Sendable, Equatable {
             case "--stats-socket":
                 try once()
                 options.statsSocket = try value()
+            case "--takeover":
+                try once()
+                options.takeover = try value()
             case "--consul":
                 try once()
                 options.consulURL = try value()
@@ -404,6 +417,9 @@ struct CommandLineOptions: Sendable, Equatable {
                 throw UsageError(message: "check takes only --config FILE, not \(other)")
             }
         case .run, .exportHAProxy:
+            if command == .exportHAProxy && takeover != nil {
+                throw UsageError(message: "export-haproxy cannot take listeners over (-x/--takeover); it only prints a file")
+            }
             if command == .exportHAProxy && demo {
                 throw UsageError(message: "export-haproxy cannot export --demo (its servers exist only while it runs)")
             }
@@ -501,8 +517,9 @@ struct CommandLineOptions: Sendable, Equatable {
         }
         if let statsSocket {
             // admin: the flag exists to drain and disable servers (haproxy's own default,
-            // operator, may only look).
-            configuration.global.statsSocket = RuntimeSocketConfig(path: statsSocket, level: .admin)
+            // operator, may only look). It exposes the listeners too: without a file there
+            // is no other way to ask for it, and only admin may take them anyway.
+            configuration.global.statsSocket = RuntimeSocketConfig(path: statsSocket, level: .admin, exposeFDListeners: true)
         }
         return configuration
     }

@@ -4,6 +4,7 @@
 import Balancer
 import Discovery
 import Glibc
+import Synchronization
 
 let version = "0.1.0"
 
@@ -78,7 +79,9 @@ case .run:
 // and taken synchronously with sigtimedwait by the main thread below: no
 // async-signal-safety questions anywhere. (SIGPIPE is the library's business:
 // `Proxy.start()` ignores it.)
-let controlSignals: [CInt] = [SIGTERM, SIGINT, SIGHUP]
+// SIGUSR1 is haproxy's soft stop; here it is also how the Runtime API thread hands a
+// `_softstop` (the end of a handover) to this thread.
+let controlSignals: [CInt] = [SIGTERM, SIGINT, SIGHUP, SIGUSR1]
 _ = controlSignals.withUnsafeBufferPointer { blockSignals($0) }
 
 var configuration: Configuration
@@ -113,6 +116,20 @@ if let maxconn = configuration.global.maxConnections, MaxConnections.descriptors
     ControlLog.line("balancerd: warning: open file limit is \(fileLimit), below the \(MaxConnections.descriptors(for: maxconn)) descriptors that maxconn \(maxconn) needs; accepts fail once the limit is reached (leave maxconn unset to derive it from the limit)")
 }
 
+// A handover (-x): the listening sockets of the running balancerd, taken before anything
+// binds. Without them, exit 1 as haproxy does: binding beside the old process would
+// either fail or leave two processes serving with nobody telling the old one to stop.
+var handover: Handover.Received?
+if let path = options.takeover {
+    do {
+        let received = try Handover.receive(from: path)
+        handover = received
+        ControlLog.line("balancerd: took \(received.descriptors.count) listening socket(s) from pid \(received.oldPID) over \(path)")
+    } catch {
+        fail("balancerd: -x \(path): \(error)", code: 1)
+    }
+}
+
 let proxy: Proxy
 do {
     // BALANCERD_LISTENER=shared switches to one listener shared by all loops instead of
@@ -125,9 +142,16 @@ do {
     if let threshold = getenv("BALANCERD_SPLICE_THRESHOLD").flatMap({ Int(String(cString: $0)) }), threshold > 0 {
         proxyOptions.spliceThreshold = threshold
     }
+    proxyOptions.inheritedListeners = handover?.descriptors ?? []
     proxy = try Proxy(configuration: configuration, options: proxyOptions)
 } catch {
     fail("balancerd: \(error)", code: 1)
+}
+if handover != nil {
+    ControlLog.line("balancerd: listening on \(proxy.inheritedAdopted) inherited socket(s), bound \(proxy.boundAddresses.count) address(es) in all")
+    if !proxy.inheritedUnused.isEmpty {
+        ControlLog.line("balancerd: closed \(proxy.inheritedUnused.count) inherited socket(s) that no bind uses: \(proxy.inheritedUnused.joined(separator: ", "))")
+    }
 }
 
 for bound in proxy.boundAddresses {
@@ -171,10 +195,16 @@ if let statsConfig = configuration.stats {
 }
 
 var runtimeSocket: RuntimeSocketServer?
+let handedOver = Atomic<Bool>(false)
 if let socketConfig = configuration.global.statsSocket {
     do {
-        runtimeSocket = try RuntimeSocketServer(proxy: proxy, config: socketConfig, version: version)
-        ControlLog.line("balancerd: runtime API on unix socket \(socketConfig.path) (level \(socketConfig.level.rawValue))")
+        // `_softstop` from the process that took our listeners: the same graceful stop as
+        // SIGTERM, started on this (main) thread through a signal to the process.
+        runtimeSocket = try RuntimeSocketServer(proxy: proxy, config: socketConfig, version: version, softStop: {
+            handedOver.store(true, ordering: .releasing)
+            _ = kill(getpid(), SIGUSR1)
+        })
+        ControlLog.line("balancerd: runtime API on unix socket \(socketConfig.path) (level \(socketConfig.level.rawValue))\(socketConfig.exposeFDListeners ? " with expose-fd listeners" : "")")
     } catch {
         fail("balancerd: stats socket \(socketConfig.path): \(error)", code: 1)
     }
@@ -183,6 +213,20 @@ if let socketConfig = configuration.global.statsSocket {
 proxy.start()
 stats?.start()
 runtimeSocket?.start()
+
+// Our loops run on the inherited sockets: now the old process may stop accepting. If this
+// process had died before here, the old one would never have heard `_softstop`.
+if let handover {
+    if !proxy.loopsAnswer(within: .seconds(5)) {
+        ControlLog.line("balancerd: warning: the event loops did not answer within 5s; telling pid \(handover.oldPID) to stop anyway")
+    }
+    do {
+        try Handover.finish(handover)
+        ControlLog.line("balancerd: handover done: pid \(handover.oldPID) stops accepting and finishes its connections")
+    } catch {
+        ControlLog.line("balancerd: warning: handover: \(error); pid \(handover.oldPID) still runs: stop it with SIGTERM")
+    }
+}
 
 while true {
     let received = controlSignals.withUnsafeBufferPointer { waitForSignal($0, timeoutMilliseconds: 1000) }
@@ -209,8 +253,9 @@ while true {
         } catch {
             ControlLog.line("balancerd: reload failed: \(error); nothing applied, the previous configuration keeps serving")
         }
-    case SIGTERM, SIGINT:
-        ControlLog.line("balancerd: stopping on \(received == SIGTERM ? "SIGTERM" : "SIGINT"): \(proxy.activeConnections) connection(s) open, grace \(DurationParser.format(options.grace))")
+    case SIGTERM, SIGINT, SIGUSR1:
+        let cause = handedOver.load(ordering: .acquiring) ? "handover" : received == SIGTERM ? "SIGTERM" : received == SIGINT ? "SIGINT" : "SIGUSR1"
+        ControlLog.line("balancerd: stopping on \(cause): \(proxy.activeConnections) connection(s) open, grace \(DurationParser.format(options.grace))")
         discovery.stop()
         stats?.stop()
         runtimeSocket?.stop()

@@ -704,7 +704,7 @@ final class ConfigParserTests: XCTestCase {
             """ + "\n" + minimalProxies)
         XCTAssertEqual(configuration.global, GlobalSettings(
             maxConnections: 3000, threads: 8,
-            statsSocket: RuntimeSocketConfig(path: "/run/haproxy/admin.sock", mode: 0o660, level: .admin)))
+            statsSocket: RuntimeSocketConfig(path: "/run/haproxy/admin.sock", mode: 0o660, level: .admin, exposeFDListeners: true)))
 
         assertError("global\n nbthread 0\n", line: 2, keyword: "nbthread", "expected an integer from 1 to 1024")
         assertError("global\n nbthread 2000\n", line: 2, keyword: "nbthread", "expected an integer from 1 to 1024")
@@ -1010,8 +1010,11 @@ final class ConfigParserTests: XCTestCase {
         // haproxy's default level for a socket line without `level` is operator.
         XCTAssertEqual(try socket("stats socket /run/haproxy.sock"), RuntimeSocketConfig(path: "/run/haproxy.sock", level: .operator))
         XCTAssertEqual(try socket("stats socket unix@/tmp/a.sock level user mode 0600 expose-fd listeners"),
-                       RuntimeSocketConfig(path: "/tmp/a.sock", mode: 0o600, level: .user))
+                       RuntimeSocketConfig(path: "/tmp/a.sock", mode: 0o600, level: .user, exposeFDListeners: true))
+        XCTAssertEqual(try socket("stats socket /run/a.sock level admin expose-fd listeners"),
+                       RuntimeSocketConfig(path: "/run/a.sock", level: .admin, exposeFDListeners: true))
         XCTAssertNil(try parse(minimalProxies).global.statsSocket)
+        assertError("global\n stats socket /run/a.sock expose-fd all\n", line: 2, keyword: "expose-fd", "only supports 'listeners' (got 'all')")
     }
 
     func testStatsSectionAuthAdminRefresh() throws {

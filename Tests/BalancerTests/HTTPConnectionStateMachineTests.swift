@@ -910,9 +910,15 @@ final class HTTPConnectionStateMachineTests: XCTestCase {
 
     func testKilledNamesThePhaseAndLogsOnlyAnExchangeOrATunnel() {
         var idle = Connection()
-        XCTAssertEqual(idle.m.killed(), .close(log: false, abort: true))
+        XCTAssertEqual(idle.m.killed(), .close(log: false, abort: false), "idle: closed quietly, as a keep-alive timeout would")
         XCTAssertEqual(idle.m.termination.description, "KR")
         XCTAssertEqual(idle.m.killed(), .none, "already closed")
+
+        var arriving = Connection()
+        arriving.exchange()
+        arriving.clientBytes()
+        XCTAssertEqual(arriving.m.killed(clientInputPending: true), .close(log: false, abort: true), "part of a head is in: cut")
+        XCTAssertEqual(arriving.m.termination.description, "KR")
 
         var busy = Connection()
         _ = busy.request("GET / HTTP/1.1\r\nHost: a\r\n\r\n")
@@ -942,25 +948,63 @@ final class HTTPConnectionStateMachineTests: XCTestCase {
         XCTAssertEqual(lingering.m.killed(), .close(log: false, abort: true), "the error was logged when it was sent")
     }
 
-    func testStopIfIdleClosesOnlyAnIdleConnection() {
-        var idle = Connection()
-        idle.exchange()
-        XCTAssertEqual(idle.m.stopIfIdle(clientInputPending: true), .none, "a request is arriving")
-        XCTAssertEqual(idle.m.stopIfIdle(clientInputPending: false), .close(log: false, abort: false))
-        XCTAssertEqual(idle.m.phase, .closed)
+    /// haproxy's `option idle-close-on-response`: a soft stop closes nothing under a
+    /// client that may be sending; the next response closes the connection.
+    func testSoftStopKeepsAnIdleConnectionAndClosesAfterTheNextResponse() {
+        var c = Connection()
+        c.exchange()
+        let keepAliveEnd = c.deadline()
+        XCTAssertEqual(keepAliveEnd, c.now + timeouts.httpKeepAlive)
+        c.advance(second)
+        XCTAssertEqual(c.m.softStop(), .none, "the idle connection stays open")
+        XCTAssertEqual(c.m.phase, .awaitingRequest)
+        XCTAssertEqual(c.deadline(), keepAliveEnd, "its keep-alive deadline is unchanged")
 
+        // The client sends its next request after the stop began: served in full, with
+        // `Connection: close`, then closed (FIN, not RST).
+        XCTAssertEqual(c.request("GET /after HTTP/1.1\r\nHost: a\r\n\r\n"), .connect(avoiding: nil))
+        c.attach(0)
+        XCTAssertEqual(c.responseHead("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n"), .none)
+        XCTAssertFalse(c.m.keepAliveToClient, "the response says Connection: close")
+        c.responseBody(complete: true)
+        XCTAssertEqual(c.flushed(), .finishExchange(reuseServer: true, keepAlive: false))
+        XCTAssertEqual(c.m.phase, .closed)
+    }
+
+    func testSoftStopLetsAnIdleConnectionEndAtItsKeepAliveTimeout() {
+        var c = Connection()
+        c.exchange()
+        let keepAliveEnd = c.deadline()
+        XCTAssertEqual(c.m.softStop(), .none)
+        XCTAssertEqual(c.fire(at: keepAliveEnd - 1), .none, "not before its keep-alive timeout")
+        XCTAssertEqual(c.m.phase, .awaitingRequest)
+        XCTAssertEqual(c.fire(at: keepAliveEnd), .close(log: false, abort: false), "quietly at its keep-alive timeout")
+
+        // The grace period can end first: a quiet close too.
+        var g = Connection()
+        g.exchange()
+        XCTAssertEqual(g.m.softStop(), .none)
+        g.advance(second)
+        XCTAssertEqual(g.m.killed(), .close(log: false, abort: false))
+    }
+
+    func testSoftStopLeavesExchangesTunnelsAndErrorsAlone() {
         var busy = Connection()
         _ = busy.request("GET / HTTP/1.1\r\nHost: a\r\n\r\n")
         busy.attach(0)
-        XCTAssertEqual(busy.m.stopIfIdle(clientInputPending: false), .none)
+        XCTAssertEqual(busy.m.softStop(), .none)
         XCTAssertEqual(busy.m.phase, .exchanging)
+        XCTAssertEqual(busy.responseHead("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"), .none)
+        XCTAssertEqual(busy.flushed(), .finishExchange(reuseServer: true, keepAlive: false),
+                       "the response in flight when the stop began closes the connection")
 
         var t = tunnel()
-        XCTAssertEqual(t.m.stopIfIdle(clientInputPending: false), .none)
+        XCTAssertEqual(t.m.softStop(), .none)
+        XCTAssertEqual(t.m.phase, .tunnel)
 
         var lingering = Connection()
         _ = lingering.m.requestInvalid(.badRequestLine, now: lingering.now)
-        XCTAssertEqual(lingering.m.stopIfIdle(clientInputPending: false), .none)
+        XCTAssertEqual(lingering.m.softStop(), .none)
         XCTAssertEqual(lingering.m.phase, .lingering)
     }
 }

@@ -399,7 +399,7 @@ final class CommandLineOptionsTests: XCTestCase {
         let options = try CommandLineOptions.parse(["--server", "10.0.0.1:80", "--stats-socket", "/run/balancerd.sock"])
         XCTAssertEqual(options.statsSocket, "/run/balancerd.sock")
         XCTAssertEqual(try options.configuration().global.statsSocket,
-                       RuntimeSocketConfig(path: "/run/balancerd.sock", mode: nil, level: .admin))
+                       RuntimeSocketConfig(path: "/run/balancerd.sock", mode: nil, level: .admin, exposeFDListeners: true))
         XCTAssertNil(try CommandLineOptions.parse(["--server", "10.0.0.1:80"]).configuration().global.statsSocket)
         XCTAssertEqual(try CommandLineOptions.parse(["--server", "10.0.0.1:80", "--stats-socket=/tmp/a"]).statsSocket, "/tmp/a")
         XCTAssertThrowsError(try CommandLineOptions.parse(["--server", "10.0.0.1:80", "--stats-socket"])) {
@@ -409,5 +409,22 @@ final class CommandLineOptionsTests: XCTestCase {
             XCTAssertEqual(($0 as? UsageError)?.message, "--stats-socket given more than once")
         }
         XCTAssertTrue(CommandLineOptions.usage.contains("--stats-socket PATH  haproxy's Runtime API on a unix socket"))
+    }
+
+    // MARK: -x / --takeover
+
+    func testTakeoverTakesAPathUnderBothSpellings() throws {
+        XCTAssertEqual(try CommandLineOptions.parse(["--config", "/etc/b.cfg", "-x", "/run/b.sock"]).takeover, "/run/b.sock")
+        XCTAssertEqual(try CommandLineOptions.parse(["--config", "/etc/b.cfg", "--takeover", "/run/b.sock"]).takeover, "/run/b.sock")
+        XCTAssertEqual(try CommandLineOptions.parse(["--server", "10.0.0.1:80", "--takeover=/tmp/a"]).takeover, "/tmp/a")
+        XCTAssertNil(try CommandLineOptions.parse(["--config", "/etc/b.cfg"]).takeover)
+        XCTAssertThrowsError(try CommandLineOptions.parse(["--config", "/etc/b.cfg", "-x"])) {
+            XCTAssertEqual(($0 as? UsageError)?.message, "--takeover needs a value")
+        }
+        XCTAssertThrowsError(try CommandLineOptions.parse(["--config", "/etc/b.cfg", "-x", "/a", "--takeover", "/b"])) {
+            XCTAssertEqual(($0 as? UsageError)?.message, "--takeover given more than once")
+        }
+        XCTAssertThrowsError(try CommandLineOptions.parse(["check", "--config", "/etc/b.cfg", "-x", "/a"]))
+        XCTAssertTrue(CommandLineOptions.usage.contains("-x, --takeover PATH"))
     }
 }

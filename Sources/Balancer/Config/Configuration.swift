@@ -96,11 +96,16 @@ public struct RuntimeSocketConfig: Sendable, Equatable {
     /// What the socket lets a client do (`level`). The default is haproxy's for a socket
     /// line without `level`; the parser sets it.
     public var level: Level
+    /// `expose-fd listeners`: the socket hands the listening sockets to a new balancerd
+    /// started with `-x PATH` (`_getsocks`), which then tells this one to stop. Only at
+    /// level admin: whoever holds the listeners can accept every client.
+    public var exposeFDListeners: Bool
 
-    public init(path: String, mode: UInt32? = nil, level: Level) {
+    public init(path: String, mode: UInt32? = nil, level: Level, exposeFDListeners: Bool = false) {
         self.path = path
         self.mode = mode
         self.level = level
+        self.exposeFDListeners = exposeFDListeners
     }
 }
 

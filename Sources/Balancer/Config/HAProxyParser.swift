@@ -553,6 +553,12 @@ extension HAProxyParser {
                         throw error(line, option, "invalid level '\(value)' (expected user, operator or admin)")
                     }
                     socket.level = level
+                case "expose-fd":
+                    // haproxy knows one kind: the listeners (its own error text).
+                    guard value == "listeners" else {
+                        throw error(line, option, "'expose-fd' only supports 'listeners' (got '\(value)')")
+                    }
+                    socket.exposeFDListeners = true
                 default:
                     break
                 }

@@ -22,6 +22,7 @@ public enum HAProxyWriter {
             var line = "    stats socket \(word(socket.path))"
             if let mode = socket.mode { line += " mode \(String(mode, radix: 8))" }
             line += " level \(socket.level.rawValue)"
+            if socket.exposeFDListeners { line += " expose-fd listeners" }
             out.append(line)
         }
         out.append("")

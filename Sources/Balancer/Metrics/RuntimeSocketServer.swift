@@ -16,6 +16,16 @@ public final class RuntimeSocketServer: Sendable {
     private let wake: CInt
     private let stopping = Atomic<Bool>(false)
     private let thread = Mutex<LoopThread?>(nil)
+    /// For handing the listeners over (`_getsocks`), and what `_softstop` calls: the
+    /// daemon's graceful stop (it must not block this thread).
+    private let proxy: Proxy
+    private let softStop: (@Sendable () -> Void)?
+    /// The socket file this server bound, so that `stop` removes only its own: after a
+    /// handover the path names the new process's socket.
+    private let file: UnixSocket.FileIdentity?
+    /// How long a connection that took the listeners may wait before its `_softstop`:
+    /// the new process builds its proxy and starts its loops meanwhile.
+    static let handoverTimeout: Duration = .seconds(120)
 
     public static let maximumClients = 10
     /// A line longer than this is not a command: haproxy's buffer is 16 KiB.
@@ -23,10 +33,17 @@ public final class RuntimeSocketServer: Sendable {
 
     /// Binds the socket now (so a bad path fails at start-up); `start` begins answering.
     /// A stale socket file at `config.path` is replaced.
-    public init(proxy: Proxy, config: RuntimeSocketConfig, version: String) throws(SystemError) {
+    ///
+    /// `softStop`: what a `_softstop` from the process that took the listeners runs
+    /// (a socket with `expose-fd listeners` only); nil refuses the handover.
+    public init(proxy: Proxy, config: RuntimeSocketConfig, version: String,
+                softStop: (@Sendable () -> Void)? = nil) throws(SystemError) {
         self.config = config
+        self.proxy = proxy
+        self.softStop = softStop
         api = RuntimeAPI(proxy: proxy, version: version)
         listener = try UnixSocket.listen(path: config.path, mode: config.mode)
+        file = UnixSocket.fileIdentity(config.path)
         do throws(SystemError) {
             wake = try EventFD.create()
         } catch {
@@ -54,7 +71,9 @@ public final class RuntimeSocketServer: Sendable {
             return thread
         }
         running?.join()
-        UnixSocket.removeFile(config.path)
+        if let file, UnixSocket.fileIdentity(config.path) == file {
+            UnixSocket.removeFile(config.path)
+        }
     }
 
     /// One connection: its unanswered input, its unsent output, and haproxy's session.
@@ -67,6 +86,8 @@ public final class RuntimeSocketServer: Sendable {
         var deadline: Int64
         /// The client closed its side: answer what it sent, then close.
         var peerClosed = false
+        /// This client took the listeners (`_getsocks`): it may send `_softstop`.
+        var tookListeners = false
     }
 
     private func run() {
@@ -143,6 +164,40 @@ public final class RuntimeSocketServer: Sendable {
         return answerLines(&client)
     }
 
+    /// `_getsocks`: sends every listening socket to the client (Handover.swift), which
+    /// later says `_softstop`. Refused, with a line that says why, unless the socket has
+    /// `expose-fd listeners`, the session is at level admin (whoever holds the listeners
+    /// can accept every client), and the daemon gave a way to stop.
+    private func handOverListeners(_ client: inout Client) -> String {
+        guard !client.tookListeners else { return "_getsocks: the listeners were already sent on this connection\n" }
+        guard config.exposeFDListeners, softStop != nil else {
+            client.session.closing = true
+            return "_getsocks: \(config.path) does not expose the listeners (its 'stats socket' line needs 'expose-fd listeners')\n"
+        }
+        guard client.session.level == .admin else {
+            client.session.closing = true
+            return "Permission denied\n"
+        }
+        let sent: Result<Void, SystemError>? = proxy.withListenerSockets { sockets in
+            Result(catching: { () throws(SystemError) -> Void in try Handover.send(sockets, pid: Posix.processID(), over: client.fd) })
+        }
+        switch sent {
+        case nil:
+            client.session.closing = true
+            return "_getsocks: balancerd is stopping and has closed its listeners\n"
+        case .failure?:
+            // The header may be half sent: the connection is useless now.
+            client.session.closing = true
+            client.peerClosed = true
+            return ""
+        case .success?:
+            client.tookListeners = true
+            client.session.closing = false
+            client.session.timeout = Self.handoverTimeout
+            return ""
+        }
+    }
+
     /// Runs every complete line of input (a last line without "\n" too once the peer has
     /// closed) until the session closes; queues the answers and tries to send them.
     private func answerLines(_ client: inout Client) -> Bool {
@@ -157,7 +212,19 @@ public final class RuntimeSocketServer: Sendable {
             } else {
                 break
             }
-            let answer = api.execute(line: String(decoding: line, as: UTF8.self), session: &client.session)
+            let text = String(decoding: line, as: UTF8.self)
+            let answer: String
+            switch text.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\r" }) {
+            case ["_getsocks"]:
+                answer = handOverListeners(&client)
+            case ["_softstop"] where client.tookListeners:
+                // The process that took the listeners is accepting: stop, gracefully.
+                answer = "stopping\n"
+                client.session.closing = true
+                softStop?()
+            default:
+                answer = api.execute(line: text, session: &client.session)
+            }
             client.output.append(contentsOf: answer.utf8)
             client.deadline = Self.deadline(after: client.session.timeout)
         }

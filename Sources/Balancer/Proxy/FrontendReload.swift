@@ -271,6 +271,24 @@ extension Proxy {
             return .init(fromSlot: change.from.index, bind: change.bind, frontend: frontend, tls: contexts[change.to]?[change.bind])
         }
         let closed = plan.closed.map { ListenerChange.Closed(slot: $0.from.index, bind: $0.bind) }
+        // A handover must see the sockets as the loops will have them: closed ones leave
+        // the list before a loop can close them, opened ones join it.
+        exportableListeners.withLock { exportable in
+            guard var sockets = exportable else { return }
+            for change in closed { sockets[ListenerSocketKey(slot: change.slot, bind: change.bind)] = nil }
+            for change in retargeted {
+                let from = ListenerSocketKey(slot: change.fromSlot, bind: change.bind)
+                if let fds = sockets.removeValue(forKey: from) {
+                    sockets[ListenerSocketKey(slot: change.frontend.index, bind: change.bind)] = fds
+                }
+            }
+            for loop in opened {
+                for change in loop {
+                    sockets[ListenerSocketKey(slot: change.frontend.index, bind: change.bind), default: []].append(change.fd)
+                }
+            }
+            exportable = sockets
+        }
         if !made.isEmpty || !closed.isEmpty {
             let (frontends, tables, byLoop) = (all, routing, opened)
             handOut { worker in

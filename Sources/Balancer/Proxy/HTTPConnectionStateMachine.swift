@@ -120,6 +120,8 @@ struct HTTPConnectionStateMachine {
     private(set) var termination = TerminationState.normal
     var requestCount: Int { Int(requests) }
     private var requests: Int32 = 0
+    /// The process is stopping (`softStop`): every response from now on closes.
+    private(set) var stopping = false
 
     // Clocks of the current exchange (haproxy's %TR/%Tc/%Tr/%Ta come from these).
     let acceptedAt: Int64
@@ -346,7 +348,8 @@ struct HTTPConnectionStateMachine {
             phase = .tunnel
             return .startTunnel
         }
-        keepAliveToClient = HTTPExchangePolicy.keepAliveToClient(request: request, responseFraming: framing, stopping: stopping)
+        keepAliveToClient = HTTPExchangePolicy.keepAliveToClient(request: request, responseFraming: framing,
+                                                                 stopping: stopping || self.stopping)
         serverReusable = serverKeepAlive && framing != .untilClose
         responseHeadDone = true
         if case .none = framing { responseComplete = true }
@@ -479,16 +482,27 @@ struct HTTPConnectionStateMachine {
 
     // MARK: stopping
 
-    /// Soft stop: a connection waiting for its next request is closed now, since it would
-    /// only keep the process alive through the grace period for nothing.
-    mutating func stopIfIdle(clientInputPending: Bool) -> Action {
-        guard phase == .awaitingRequest && !clientInputPending else { return .none }
-        return closeNow(log: false, abort: false)
+    /// Soft stop (SIGTERM, or the end of a handover): the process no longer accepts.
+    /// Nothing closes now. A connection waiting for its next request may have a client
+    /// sending it at this very moment: a close would cross it, and the client would see a
+    /// reset for a request it had every right to send. So, as haproxy's
+    /// `option idle-close-on-response`: the next response says `Connection: close` and
+    /// the connection closes after it; one that stays idle ends at
+    /// `timeout http-keep-alive` (the usual deadline) or when the grace period is over
+    /// (`killed`), whichever comes first.
+    mutating func softStop() -> Action {
+        stopping = true
+        return .none
     }
 
-    /// The grace period is over.
-    mutating func killed() -> Action {
+    /// The grace period is over. A connection idle between requests is closed quietly
+    /// (FIN, as its keep-alive timeout would); anything under way is cut (RST).
+    mutating func killed(clientInputPending: Bool = false) -> Action {
         guard phase != .closed else { return .none }
+        if phase == .awaitingRequest && !clientInputPending {
+            termination = .make("K", "R")
+            return closeNow(log: false, abort: false)
+        }
         // haproxy's second letter: where the session was when it was killed.
         let where_: Character
         switch phase {

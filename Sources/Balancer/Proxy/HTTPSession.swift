@@ -152,12 +152,12 @@ final class HTTPSession: EventHandler, ProxySession {
         advance(loop: loop)
     }
 
-    func closeIfIdle(loop: EventLoop) {
-        perform(machine.stopIfIdle(clientInputPending: !clientIn.isEmpty), loop: loop)
+    func softStop(loop: EventLoop) {
+        perform(machine.softStop(), loop: loop)
     }
 
     func kill(loop: EventLoop) {
-        perform(machine.killed(), loop: loop)
+        perform(machine.killed(clientInputPending: !clientIn.isEmpty), loop: loop)
     }
 
     // MARK: actions

@@ -20,6 +20,11 @@ public struct ProxyOptions: Sendable {
     /// read with its head moves with splice(2); see Benchmarks/README.md for why 16 KiB.
     public var spliceThreshold = 16 * 1024
 
+    /// Listening sockets handed over by the balancerd this one replaces (`-x`, see
+    /// Handover.swift). Each one whose local address is one of the binds is used instead
+    /// of binding; the proxy owns them all from `init` on and closes the ones it does not use.
+    public var inheritedListeners: [CInt] = []
+
     public init(threads: Int, quiet: Bool, reusePort: Bool = true, splice: Bool = true, logSink: LogSink = .standardError) {
         self.threads = threads
         self.quiet = quiet
@@ -35,6 +40,16 @@ public struct ProxyError: Error, CustomStringConvertible, Sendable {
 }
 
 /// A bound frontend address, as reported after start-up (the real port when 0 was asked).
+/// One bind of one frontend version (its slot): the key of its listening sockets.
+struct ListenerSocketKey: Hashable, Comparable, Sendable {
+    let slot: Int
+    let bind: HostPort
+
+    static func < (a: ListenerSocketKey, b: ListenerSocketKey) -> Bool {
+        (a.slot, a.bind.host, a.bind.port) < (b.slot, b.bind.host, b.bind.port)
+    }
+}
+
 public struct BoundAddress: Sendable {
     public var frontend: String
     public var address: SocketAddress
@@ -61,6 +76,16 @@ public final class Proxy: @unchecked Sendable {
     private(set) var healthChecks: HealthChecks!
     /// Every listening address now; reload adds and removes entries (control thread).
     public internal(set) var boundAddresses: [BoundAddress] = []
+    /// Of `options.inheritedListeners`: how many sockets the binds took over, and the
+    /// addresses of those no bind wanted (closed), for the start-up log.
+    public private(set) var inheritedAdopted = 0
+    public private(set) var inheritedUnused: [String] = []
+    /// Every listening socket of every loop, by the frontend slot and bind it serves, for
+    /// a handover (`_getsocks`); nil once the loops were told to stop accepting, since
+    /// they close them then. The control thread updates it before it asks a loop to open
+    /// or close a listener (reload), and the lock keeps a handover from sending a
+    /// descriptor a loop is closing.
+    let exportableListeners = Mutex<[ListenerSocketKey: [CInt]]?>(nil)
     private var started = false
     /// When the proxy was built (monotonic ns, and wall-clock ms): uptime and lastchg.
     let startedAt = Posix.monotonicNanoseconds()
@@ -185,6 +210,30 @@ public final class Proxy: @unchecked Sendable {
     }
 
     private func bindListeners() throws {
+        // The inherited sockets by the address they listen on. The old process had one
+        // per loop and bind (SO_REUSEPORT), so an address may come several times.
+        var inherited: [SocketAddress: [CInt]] = [:]
+        var inheritedOrder: [SocketAddress] = []
+        for fd in options.inheritedListeners {
+            guard let address = try? Posix.localAddress(fd) else {
+                inheritedUnused.append("fd \(fd) (no address)")
+                Posix.close(fd)
+                continue
+            }
+            if inherited[address] == nil { inheritedOrder.append(address) }
+            inherited[address, default: []].append(fd)
+        }
+        var exported: [ListenerSocketKey: [CInt]] = [:]
+        defer {
+            // Whatever no bind took (a bind removed from the file, or a failure above).
+            for address in inheritedOrder {
+                for fd in inherited[address] ?? [] {
+                    inheritedUnused.append(address.description)
+                    Posix.close(fd)
+                }
+            }
+            exportableListeners.withLock { $0 = exported }
+        }
         for frontend in frontends {
             for bind in frontend.config.binds {
                 let tls = tlsContexts.withLock { $0[frontend.index][bind] }
@@ -195,7 +244,18 @@ public final class Proxy: @unchecked Sendable {
                     throw ProxyError("frontend '\(frontend.config.name)', bind \(bind): \(error)")
                 }
                 do {
-                    if options.reusePort {
+                    if let sockets = inherited.removeValue(forKey: address), !sockets.isEmpty {
+                        // Every inherited socket must be watched: connections the kernel
+                        // queued on one that nobody accepts from would be lost. More sockets
+                        // than loops: some loops watch several. Fewer: loops share one, as
+                        // in the single-listener mode.
+                        for i in 0..<max(sockets.count, workers.count) {
+                            let fd = i < sockets.count ? sockets[i] : try Posix.duplicate(sockets[i % sockets.count])
+                            try workers[i % workers.count].adopt(listenerFD: fd, frontend: frontend, bind: bind, tls: tls)
+                            exported[ListenerSocketKey(slot: frontend.index, bind: bind), default: []].append(fd)
+                        }
+                        inheritedAdopted += sockets.count
+                    } else if options.reusePort {
                         // The first socket fixes the port (it may have been 0: ephemeral);
                         // the others join it through SO_REUSEPORT.
                         for worker in workers {
@@ -204,6 +264,7 @@ public final class Proxy: @unchecked Sendable {
                                 address = try Posix.localAddress(fd)
                             }
                             try worker.adopt(listenerFD: fd, frontend: frontend, bind: bind, tls: tls)
+                            exported[ListenerSocketKey(slot: frontend.index, bind: bind), default: []].append(fd)
                         }
                     } else {
                         let fd = try Socket.listen(on: address, reusePort: false)
@@ -213,6 +274,7 @@ public final class Proxy: @unchecked Sendable {
                         for (i, worker) in workers.enumerated() {
                             let own = i == 0 ? fd : try Posix.duplicate(fd)
                             try worker.adopt(listenerFD: own, frontend: frontend, bind: bind, tls: tls)
+                            exported[ListenerSocketKey(slot: frontend.index, bind: bind), default: []].append(own)
                         }
                     }
                 } catch {
@@ -494,9 +556,26 @@ public final class Proxy: @unchecked Sendable {
         return true
     }
 
+    /// Runs `body` with every listening socket of every loop (a handover sends them),
+    /// while no loop can close them. nil once the proxy stopped accepting. Any thread.
+    public func withListenerSockets<R: Sendable>(_ body: ([CInt]) -> R) -> R? {
+        exportableListeners.withLock { sockets -> R? in
+            guard let sockets else { return nil }
+            return body(sockets.keys.sorted().flatMap { sockets[$0]! })
+        }
+    }
+
     /// Graceful stop: close the listeners, wait up to `grace` for open connections to
     /// finish, then cut the rest and stop the loops. Blocks the calling thread.
+    ///
+    /// Closing a listener after a handover only drops this process's reference: the new
+    /// process holds the same sockets, so their accept queues live on. Open HTTP
+    /// connections answer their next request with `Connection: close`; idle ones are
+    /// never closed under a client that may be sending (haproxy's
+    /// `option idle-close-on-response`): they end at `timeout http-keep-alive`, or at the
+    /// end of `grace`.
     public func shutdown(grace: Duration) {
+        exportableListeners.withLock { $0 = nil }
         healthChecks.stop()
         let closed = Atomic<Int>(0)
         for worker in workers {

@@ -255,17 +255,20 @@ final class ProxyWorker: @unchecked Sendable {
         }
     }
 
-    /// Stops accepting: closes this loop's listeners. Open sessions carry on; HTTP
-    /// sessions close their client connection after the response in flight.
+    /// Stops accepting: closes this loop's listeners (after a handover, only this
+    /// process's references: the sockets and their queues live on in the new process).
+    /// Open sessions carry on; HTTP sessions answer their next request with
+    /// `Connection: close`, and idle ones stay open until their keep-alive timeout or
+    /// the end of the grace period (HTTPConnectionStateMachine.softStop).
     func stopAccepting() {
         stopping = true
         for listener in listeners { listener.close(loop: loop) }
         listeners.removeAll()
-        var idle: [HTTPSession] = []
+        var sessions: [HTTPSession] = []
         loop.forEachHandler { handler in
-            if let session = handler as? HTTPSession { idle.append(session) }
+            if let session = handler as? HTTPSession { sessions.append(session) }
         }
-        for session in idle { session.closeIfIdle(loop: loop) }
+        for session in sessions { session.softStop(loop: loop) }
     }
 
     /// Ends every open session now (after the shutdown grace period).

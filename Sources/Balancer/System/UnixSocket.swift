@@ -50,4 +50,86 @@ public enum UnixSocket {
     public static func removeFile(_ path: String) {
         _ = unlink(path)
     }
+
+    /// Which file `path` names now (device and inode), nil when there is none. A process
+    /// that bound `path` compares this before removing the file, because a newer process
+    /// may have bound the same path since (a handover) and the file is then no longer its.
+    public struct FileIdentity: Equatable, Sendable {
+        var device: UInt64
+        var inode: UInt64
+    }
+
+    public static func fileIdentity(_ path: String) -> FileIdentity? {
+        var status = stat()
+        guard lstat(path, &status) == 0 else { return nil }
+        return FileIdentity(device: UInt64(status.st_dev), inode: UInt64(status.st_ino))
+    }
+
+    /// A blocking connection to the socket at `path`, whose reads and writes give up after
+    /// `timeout` (EAGAIN, reported as a `SystemError` naming the call). For a short
+    /// conversation on the control thread (the handover), never for a loop.
+    public static func connect(path: String, timeout: Duration) throws(SystemError) -> CInt {
+        guard !path.isEmpty, path.utf8.count <= maximumPathLength else { throw SystemError("connect", Errno(rawValue: ENAMETOOLONG)) }
+        let fd = try syscallValue(where: "socket") { Glibc.socket(AF_UNIX, Int32(SOCK_STREAM.rawValue | SOCK_CLOEXEC.rawValue), 0) }
+        do throws(SystemError) {
+            var limit = timeval(tv_sec: Int(timeout.nanoseconds / 1_000_000_000), tv_usec: Int(timeout.nanoseconds % 1_000_000_000 / 1000))
+            _ = try syscallValue(where: "setsockopt(SO_RCVTIMEO)") {
+                Glibc.setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, socklen_t(MemoryLayout<timeval>.size))
+            }
+            _ = try syscallValue(where: "setsockopt(SO_SNDTIMEO)") {
+                Glibc.setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &limit, socklen_t(MemoryLayout<timeval>.size))
+            }
+            var address = sockaddr_un()
+            address.sun_family = sa_family_t(AF_UNIX)
+            withUnsafeMutableBytes(of: &address.sun_path) { raw in
+                raw.copyBytes(from: path.utf8)
+                raw[path.utf8.count] = 0
+            }
+            _ = try withUnsafePointer(to: &address) { (pointer) throws(SystemError) -> CInt in
+                try pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { (sa) throws(SystemError) -> CInt in
+                    try syscallValue(where: "connect") { cbs_connect(fd, sa, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+                }
+            }
+            return fd
+        } catch {
+            Posix.close(fd)
+            throw error
+        }
+    }
+
+    /// The most descriptors one `send` carries.
+    public static let maximumDescriptorsPerMessage = Int(CBS_MAX_FDS)
+
+    /// Sends all of `bytes` in one message with `descriptors` attached (SCM_RIGHTS; the
+    /// receiver gets its own references, ours stay open). A short send, or one that would
+    /// block, is an error: these messages are a few bytes on an otherwise idle socket.
+    public static func send(_ fd: CInt, bytes: [UInt8], descriptors: [CInt] = []) throws(SystemError) {
+        precondition(descriptors.count <= maximumDescriptorsPerMessage)
+        let sent = try syscallValue(where: "sendmsg") {
+            bytes.withUnsafeBytes { raw in
+                descriptors.withUnsafeBufferPointer { fds in
+                    cbs_send_fds(fd, raw.baseAddress, raw.count, fds.baseAddress, CInt(fds.count))
+                }
+            }
+        }
+        if sent != bytes.count { throw SystemError("sendmsg", Errno(rawValue: EMSGSIZE)) }
+    }
+
+    /// Receives up to `count` bytes and the descriptors that came with them. Reading a
+    /// fixed size per message keeps each message's descriptors with its bytes: the kernel
+    /// hands over a message's descriptors with the first of its bytes that is read.
+    /// Zero bytes: the peer closed.
+    public static func receive(_ fd: CInt, count: Int) throws(SystemError) -> (bytes: [UInt8], descriptors: [CInt]) {
+        var bytes = [UInt8](repeating: 0, count: count)
+        var fds = [CInt](repeating: -1, count: maximumDescriptorsPerMessage)
+        var received: CInt = 0
+        let n = try syscallValue(where: "recvmsg") {
+            bytes.withUnsafeMutableBytes { raw in
+                fds.withUnsafeMutableBufferPointer { out in
+                    cbs_recv_fds(fd, raw.baseAddress, raw.count, out.baseAddress, CInt(out.count), &received)
+                }
+            }
+        }
+        return (Array(bytes[..<n]), Array(fds[..<Int(received)]))
+    }
 }

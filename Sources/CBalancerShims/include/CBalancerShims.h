@@ -42,6 +42,15 @@ int cbs_pipe_set_size(int fd, int size);
 int cbs_pipe_get_size(int fd);
 int cbs_set_thread_name(pthread_t thread, const char *name);
 
+/// The most descriptors one SCM_RIGHTS message carries here (the kernel's SCM_MAX_FD is 253).
+#define CBS_MAX_FDS 200
+/// sendmsg(2) of `len` bytes with `nfds` descriptors attached (SCM_RIGHTS), MSG_NOSIGNAL.
+ssize_t cbs_send_fds(int sock, const void *data, size_t len, const int *fds, int nfds);
+/// recvmsg(2) of up to `len` bytes and the descriptors attached to them (close-on-exec),
+/// at most `maxfds` into `fds` (`*nfds` of them). A truncated set fails with EMSGSIZE
+/// after closing what did arrive.
+ssize_t cbs_recv_fds(int sock, void *data, size_t len, int *fds, int maxfds, int *nfds);
+
 // Flags for socket(2) and accept4(2): SOCK_NONBLOCK | SOCK_CLOEXEC.
 int cbs_sock_flags(void);
 

@@ -1,0 +1,347 @@
+// Zero-downtime handover (-x / --takeover and `expose-fd listeners`) and the graceful
+// stop, with real processes: balancerd, HTTPTestServer backends, and clients that watch
+// for any failed request or reset.
+
+import Balancer
+import Foundation
+import Glibc
+import Synchronization
+import TestSupport
+import XCTest
+
+final class HandoverTests: XCTestCase {
+    private var directory: TempDirectory!
+    private var socketPath: String { directory.file("admin.sock") }
+
+    override func setUpWithError() throws {
+        directory = try TempDirectory(prefix: "balancerd-handover")
+        let directory = directory!
+        addTeardownBlock { directory.remove() }
+    }
+
+    /// `global` with the Runtime API socket, then an HTTP `listen main` on `port`.
+    private func config(port: UInt16, servers: [HTTPTestServer], socket: String = "level admin expose-fd listeners",
+                        maxconn: Int? = nil, keepAlive: String = "30s") -> String {
+        var text = "global\n    stats socket \(socketPath) \(socket)\n"
+        if let maxconn { text += "    maxconn \(maxconn)\n" }
+        text += """
+            defaults
+                mode http
+                timeout connect 1s
+                timeout client 30s
+                timeout server 30s
+                timeout http-keep-alive \(keepAlive)
+
+            listen main
+                bind 127.0.0.1:\(port)
+
+            """
+        for server in servers { text += "    server \(server.name) \(server.address)\n" }
+        return text
+    }
+
+    /// Starts balancerd with `arguments` and waits until it listens (and, with `-x`, until
+    /// it told the old process to stop). Stopped when the test ends.
+    private func start(_ arguments: [String], takeover: Bool = false) throws -> BalancerdProcess {
+        let balancer = try BalancerdProcess(arguments: arguments)
+        addTeardownBlock { balancer.stop(timeout: 3) }
+        _ = try balancer.port()
+        if takeover {
+            guard balancer.waitForLine(containing: "balancerd: handover done", timeout: 15) != nil else {
+                throw TestSupportError("no handover line:\n\(balancer.outputText)")
+            }
+        }
+        return balancer
+    }
+
+    // MARK: under load
+
+    /// A client that keeps sending: keep-alive connections (reconnecting after a
+    /// `Connection: close`) and one new connection per request, until told to stop.
+    private final class Load: @unchecked Sendable {
+        let port: UInt16
+        let done = Atomic<Bool>(false)
+        let served = Atomic<Int>(0)
+        let failures = Mutex<[String]>([])
+        private var threads: [JoinableThread] = []
+
+        init(port: UInt16, keepAlive: Int, fresh: Int) {
+            self.port = port
+            for i in 0..<keepAlive { threads.append(JoinableThread(name: "ts-ka-\(i)") { self.keepAliveLoop() }) }
+            for i in 0..<fresh { threads.append(JoinableThread(name: "ts-new-\(i)") { self.freshLoop() }) }
+        }
+
+        private func fail(_ message: String) { failures.withLock { $0.append(message) } }
+
+        private func keepAliveLoop() {
+            var connection: HTTPClientConnection?
+            var count = 0
+            // Bounded in count as well as by the test's stop.
+            while !done.load(ordering: .acquiring) && count < 20_000 {
+                count += 1
+                do {
+                    if connection == nil { connection = try HTTPClientConnection(port: port) }
+                    try connection!.send(getRequest("/ka"))
+                    let response = try connection!.readResponse()
+                    guard response.status == 200 else { fail("keep-alive: status \(response.status)"); continue }
+                    served.add(1, ordering: .relaxed)
+                    if response.header("Connection")?.lowercased() == "close" {
+                        let end = rawRead(connection!.fd, timeout: 5)
+                        if end != .eof { fail("keep-alive: \(end) instead of a clean close after Connection: close") }
+                        connection!.close()
+                        connection = nil
+                    }
+                } catch {
+                    fail("keep-alive request \(count): \(error)")
+                    connection?.close()
+                    connection = nil
+                }
+            }
+            connection?.close()
+        }
+
+        private func freshLoop() {
+            var count = 0
+            while !done.load(ordering: .acquiring) && count < 20_000 {
+                count += 1
+                do {
+                    let connection = try HTTPClientConnection(port: port)
+                    defer { connection.close() }
+                    try connection.send(getRequest("/new", extra: "Connection: close\r\n"))
+                    let response = try connection.readResponse()
+                    guard response.status == 200 else { fail("new connection: status \(response.status)"); continue }
+                    served.add(1, ordering: .relaxed)
+                } catch {
+                    fail("new connection \(count): \(error)")
+                }
+            }
+        }
+
+        /// Waits until `count` more requests were served (or `timeout` seconds passed).
+        func waitForMore(_ count: Int, timeout: Double = 20) -> Bool {
+            let target = served.load(ordering: .relaxed) + count
+            let deadline = Deadline(secondsFromNow: timeout)
+            while served.load(ordering: .relaxed) < target {
+                if deadline.remainingSeconds <= 0 { return false }
+                usleep(5_000)
+            }
+            return true
+        }
+
+        func stop() {
+            done.store(true, ordering: .releasing)
+            for thread in threads { thread.join() }
+        }
+    }
+
+    func testTwoHandoversUnderLoadLoseNoRequest() throws {
+        let servers = try startHTTPServers(["s1", "s2"])
+        let port = try freePort()
+        let file = try directory.write(config(port: port, servers: servers), to: "balancerd.cfg")
+        let arguments = ["--config", file, "--grace", "20s"]
+
+        let first = try start(arguments + ["--threads", "2"])
+        let load = Load(port: port, keepAlive: 3, fresh: 2)
+        var stopped = false
+        defer { if !stopped { load.stop() } }
+        XCTAssertTrue(load.waitForMore(300), "the load did not get going\n\(tail(first))")
+
+        // old → new: the new one runs one loop fewer, so one loop watches two sockets.
+        let second = try start(arguments + ["--threads", "1", "-x", socketPath], takeover: true)
+        XCTAssertTrue(load.waitForMore(300), "no requests after the first handover\n\(tail(second))")
+        XCTAssertEqual(first.waitForExit(timeout: 25), 0, "the first process exits 0 within its grace\n\(tail(first))")
+
+        // new → newer, with more loops than sockets: loops share.
+        let third = try start(arguments + ["--threads", "3", "--takeover", socketPath], takeover: true)
+        XCTAssertTrue(load.waitForMore(300), "no requests after the second handover\n\(tail(third))")
+        XCTAssertEqual(second.waitForExit(timeout: 25), 0, "the second process exits 0 within its grace\n\(tail(second))")
+        XCTAssertTrue(load.waitForMore(300), "no requests once the third process is alone\n\(tail(third))")
+        load.stop()
+        stopped = true
+
+        let failures = load.failures.withLock { $0 }
+        XCTAssertEqual(failures, [], "\(failures.count) failed of \(load.served.load(ordering: .relaxed)) requests")
+        // Each process served some of them (its own access log says so).
+        for (name, process) in [("first", first), ("second", second), ("third", third)] {
+            XCTAssertGreaterThan(httpLogLines(process).count, 0, "the \(name) process served nothing\n\(tail(process))")
+        }
+        XCTAssertNotNil(second.waitForLine(containing: "took 2 listening socket(s) from pid \(first.pid)"), tail(second))
+        XCTAssertNotNil(third.waitForLine(containing: "from pid \(second.pid)"), tail(third))
+        XCTAssertNotNil(first.waitForLine(containing: "stopping on handover"), tail(first))
+        XCTAssertEqual(third.stop(timeout: 25), 0)
+    }
+
+    // MARK: the accept queue
+
+    func testConnectionsQueuedInTheKernelAreServedAfterTheHandover() throws {
+        let servers = try startHTTPServers(["s1"])
+        let port = try freePort()
+        // The old process may hold 2 connections: it stops accepting while they stay open,
+        // and everything else waits in the listening sockets' queues.
+        let old = try start(["--config", try directory.write(config(port: port, servers: servers, maxconn: 2), to: "old.cfg"),
+                             "--grace", "20s", "--threads", "2"])
+        let held = try (0..<2).map { _ in try connectHTTP(port) }
+        for connection in held {
+            try connection.send(getRequest("/held"))
+            XCTAssertEqual(try connection.readResponse().status, 200)
+        }
+        let queued = try (0..<40).map { i -> HTTPClientConnection in
+            let connection = try connectHTTP(port)
+            try connection.send(getRequest("/queued/\(i)", extra: "Connection: close\r\n"))
+            return connection
+        }
+        // Nobody accepts them: no response comes while the old process is full.
+        XCTAssertFalse(queued[0].isReadable)
+        XCTAssertEqual(httpLogLines(old).count, 2, tail(old))
+
+        let new = try start(["--config", try directory.write(config(port: port, servers: servers), to: "new.cfg"),
+                             "--grace", "20s", "--threads", "1", "-x", socketPath], takeover: true)
+        for (i, connection) in queued.enumerated() {
+            let response = try connection.readResponse(timeout: 10)
+            XCTAssertEqual(response.status, 200, "queued connection \(i)")
+            XCTAssertEqual(rawRead(connection.fd, timeout: 5), .eof, "queued connection \(i) closes cleanly after its response")
+        }
+        // Every one of them in the new process's log (lines reach the pipe in batches).
+        let queuedLogged = { httpLogLines(new).filter { $0.request.contains("/queued/") }.count }
+        let deadline = Deadline(secondsFromNow: 10)
+        while queuedLogged() < 40 && deadline.remainingSeconds > 0 { usleep(10_000) }
+        XCTAssertEqual(queuedLogged(), 40, tail(new))
+
+        // The connections the old process still holds: their next request is answered,
+        // with Connection: close, and the old process then exits 0.
+        for connection in held {
+            try connection.send(getRequest("/held"))
+            let response = try connection.readResponse()
+            XCTAssertEqual(response.status, 200)
+            XCTAssertEqual(response.header("Connection")?.lowercased(), "close")
+            XCTAssertEqual(rawRead(connection.fd, timeout: 5), .eof)
+        }
+        XCTAssertEqual(old.waitForExit(timeout: 10), 0, tail(old))
+    }
+
+    // MARK: keep-alive connections while stopping
+
+    /// An idle keep-alive connection that sends after the stop began is served, with
+    /// `Connection: close`, then closed cleanly; one that stays idle is closed at its
+    /// keep-alive timeout, not at once.
+    private func checkIdleConnections(stop: (BalancerdProcess, UInt16, String) throws -> Void,
+                                      file: StaticString = #filePath, line: UInt = #line) throws {
+        let servers = try startHTTPServers(["s1"])
+        let port = try freePort()
+        let cfg = try directory.write(config(port: port, servers: servers, keepAlive: "3s"), to: "idle.cfg")
+        let balancer = try start(["--config", cfg, "--grace", "30s"])
+        let active = try connectHTTP(port)
+        let idle = try connectHTTP(port)
+        for connection in [active, idle] {
+            try connection.send(getRequest("/first"))
+            XCTAssertEqual(try connection.readResponse().status, 200, file: file, line: line)
+        }
+        let stopBegan = Date()
+        try stop(balancer, port, cfg)
+        XCTAssertNotNil(balancer.waitForLine(containing: "balancerd: stopping on", timeout: 10), tail(balancer), file: file, line: line)
+
+        XCTAssertFalse(active.waitForClose(timeout: 0.3), "an idle connection is not closed at once", file: file, line: line)
+        try active.send(getRequest("/after-stop"))
+        let response = try active.readResponse()
+        XCTAssertEqual(response.status, 200, file: file, line: line)
+        XCTAssertEqual(response.header("Connection")?.lowercased(), "close", file: file, line: line)
+        XCTAssertEqual(rawRead(active.fd, timeout: 5), .eof, "closed cleanly after the response (not reset)", file: file, line: line)
+
+        XCTAssertEqual(rawRead(idle.fd, timeout: 10), .eof, "the idle connection closes cleanly at its keep-alive timeout",
+                       file: file, line: line)
+        XCTAssertGreaterThan(Date().timeIntervalSince(stopBegan), 1.5, "not closed at once", file: file, line: line)
+        XCTAssertEqual(balancer.waitForExit(timeout: 15), 0, tail(balancer), file: file, line: line)
+        XCTAssertLessThan(Date().timeIntervalSince(stopBegan), 25, "it ended with its connections, before the grace", file: file, line: line)
+    }
+
+    func testSIGTERMKeepsIdleKeepAliveConnectionsUntilTheirTimeout() throws {
+        try checkIdleConnections { balancer, _, _ in balancer.signal(SIGTERM) }
+    }
+
+    func testHandoverKeepsIdleKeepAliveConnectionsUntilTheirTimeout() throws {
+        try checkIdleConnections { _, _, cfg in
+            _ = try self.start(["--config", cfg, "--grace", "30s", "-x", self.socketPath], takeover: true)
+        }
+    }
+
+    /// The grace period ends before the keep-alive timeout: the idle connection is closed
+    /// then, cleanly.
+    func testGraceEndClosesAnIdleConnectionWithoutAReset() throws {
+        let servers = try startHTTPServers(["s1"])
+        let port = try freePort()
+        let balancer = try start(["--config", try directory.write(config(port: port, servers: servers, keepAlive: "60s"), to: "g.cfg"),
+                                  "--grace", "1s"])
+        let idle = try connectHTTP(port)
+        try idle.send(getRequest("/first"))
+        XCTAssertEqual(try idle.readResponse().status, 200)
+        balancer.signal(SIGTERM)
+        XCTAssertEqual(rawRead(idle.fd, timeout: 10), .eof, "a clean close at the end of the grace, not a reset\n\(tail(balancer))")
+        XCTAssertEqual(balancer.waitForExit(timeout: 10), 0, tail(balancer))
+    }
+
+    // MARK: refusals
+
+    func testTakeoverWithoutASocketExitsOneNamingThePath() throws {
+        let servers = try startHTTPServers(["s1"])
+        let port = try freePort()
+        let cfg = try directory.write(config(port: port, servers: servers), to: "a.cfg")
+        let missing = directory.file("nobody.sock")
+        let result = try BalancerdProcess.run(["--config", cfg, "-x", missing], timeout: 10)
+        XCTAssertEqual(result.exitCode, 1, result.allText)
+        XCTAssertTrue(result.allText.contains("-x \(missing): cannot take the listeners from \(missing)"), result.allText)
+        XCTAssertFalse(result.allText.contains("balancerd: listening"), "it does not bind: \(result.allText)")
+    }
+
+    func testTakeoverFromASocketWithoutExposeFDExitsOneAndTheOldOneServesOn() throws {
+        let servers = try startHTTPServers(["s1"])
+        for (socket, reason) in [("level admin", "does not expose the listeners (its 'stats socket' line needs 'expose-fd listeners')"),
+                                 ("level operator expose-fd listeners", "Permission denied")] {
+            let port = try freePort()
+            let cfg = try directory.write(config(port: port, servers: servers, socket: socket), to: "b.cfg")
+            let old = try start(["--config", cfg])
+            let result = try BalancerdProcess.run(["--config", cfg, "-x", socketPath], timeout: 15)
+            XCTAssertEqual(result.exitCode, 1, result.allText)
+            XCTAssertTrue(result.allText.contains("-x \(socketPath): \(socketPath) refused to hand over its listeners: _getsocks: \(socketPath) \(reason)")
+                          || result.allText.contains("-x \(socketPath): \(socketPath) refused to hand over its listeners: \(reason)"), result.allText)
+            XCTAssertTrue(old.isRunning)
+            XCTAssertEqual(try httpGet(port: port).status, "HTTP/1.1 200 OK", "the old process still serves\n\(tail(old))")
+            XCTAssertEqual(old.stop(timeout: 10), 0)
+        }
+    }
+
+    // MARK: configuration
+
+    func testExposeFDListenersRoundTripsAndHAProxyAcceptsTheExport() throws {
+        let text = """
+            global
+                stats socket \(socketPath) mode 600 level admin expose-fd listeners
+
+            frontend main
+                bind 127.0.0.1:8080
+                default_backend web
+
+            backend web
+                server s1 127.0.0.1:9000
+
+            """
+        let parsed = try HAProxyParser.parse(text, file: "handover.cfg")
+        XCTAssertEqual(parsed.global.statsSocket, RuntimeSocketConfig(path: socketPath, mode: 0o600, level: .admin, exposeFDListeners: true))
+        let exported = HAProxyWriter.write(parsed)
+        XCTAssertTrue(exported.contains("stats socket \(socketPath) mode 600 level admin expose-fd listeners"), exported)
+        XCTAssertEqual(try HAProxyParser.parse(exported, file: "exported.cfg").global, parsed.global)
+        let path = try directory.write(exported, to: "exported.cfg")
+        let check = try HAProxyProcess.check(configPath: path)
+        XCTAssertEqual(check.exitCode, 0, "haproxy -c rejects the export:\n\(check.allText)\n\(exported)")
+    }
+}
+
+/// One read straight from the socket: data, EOF, or the error (ECONNRESET for a reset).
+private func rawRead(_ fd: Int32, timeout: Double) -> ReadResult {
+    var byte: UInt8 = 0
+    var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+    guard poll(&p, 1, Int32(timeout * 1000)) == 1 else { return .timeout }
+    let n = recv(fd, &byte, 1, Int32(MSG_DONTWAIT))
+    if n > 0 { return .data([byte]) }
+    if n == 0 { return .eof }
+    return .error(errno)
+}
