@@ -171,6 +171,37 @@ final class HandoverTests: XCTestCase {
         XCTAssertEqual(third.stop(timeout: 25), 0)
     }
 
+    /// A handover after a live reload sends the sockets the loops listen on now: the bind
+    /// a SIGHUP opened goes, the one it closed does not (the new process would otherwise
+    /// get a descriptor the old one had closed, or miss a listener).
+    func testHandoverAfterAReloadSendsTheListenersOfNow() throws {
+        let servers = try startHTTPServers(["s1"])
+        let (port, removed, added) = (try freePort(), try freePort(), try freePort())
+        func file(extra: UInt16) -> String {
+            config(port: port, servers: servers) + "\nfrontend extra\n    bind 127.0.0.1:\(extra)\n    default_backend main\n"
+        }
+        let path = try directory.write(file(extra: removed), to: "balancerd.cfg")
+        let first = try start(["--config", path, "--threads", "2"])
+        XCTAssertTrue(try httpGet(port: removed).status.hasPrefix("HTTP/1.1 200"), tail(first))
+
+        _ = try directory.write(file(extra: added), to: "balancerd.cfg")
+        let before = first.lineCount
+        first.signal(SIGHUP)
+        let reloaded = first.waitForLine(containing: "balancerd: reloaded", after: before, timeout: 10)
+        XCTAssertNotNil(reloaded, tail(first))
+        XCTAssertTrue(try httpGet(port: added).status.hasPrefix("HTTP/1.1 200"), tail(first))
+
+        let second = try start(["--config", path, "--threads", "2", "-x", socketPath], takeover: true)
+        // Two binds, one socket per loop each; nothing stale, nothing left over.
+        XCTAssertNotNil(second.waitForLine(containing: "took 4 listening socket(s) from pid \(first.pid)"), tail(second))
+        XCTAssertNil(second.outputText.range(of: "inherited socket(s) that no bind uses"), tail(second))
+        XCTAssertEqual(first.waitForExit(timeout: 25), 0, tail(first))
+        for p in [port, added] {
+            XCTAssertTrue(try httpGet(port: p).status.hasPrefix("HTTP/1.1 200"), "port \(p) after the handover\n\(tail(second))")
+        }
+        XCTAssertThrowsError(try httpGet(port: removed, timeout: 2), "the bind the reload removed stays closed")
+    }
+
     // MARK: the accept queue
 
     func testConnectionsQueuedInTheKernelAreServedAfterTheHandover() throws {
