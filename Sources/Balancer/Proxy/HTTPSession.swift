@@ -266,8 +266,10 @@ final class HTTPSession: EventHandler, ProxySession {
             && loop.now >= machine.connectStartedAt + machine.timeouts.connect {
             if let server { SessionStats.connectFailed(server, backend: backend, loop: loop) }
         }
-        perform(machine.timerFired(now: loop.now, clientInputPending: !clientIn.isEmpty,
-                                   clientOutputPending: !clientOut.isEmpty, serverReadPaused: serverReadPaused), loop: loop)
+        let action = machine.timerFired(now: loop.now, clientInputPending: !clientIn.isEmpty,
+                                        clientOutputPending: !clientOut.isEmpty, serverReadPaused: serverReadPaused)
+        if case .respond(.gatewayTimeout) = action, let server { server.health.recordResponseTimeout(now: loop.now) }
+        perform(action, loop: loop)
         if !closed { advance(loop: loop) }
     }
 
