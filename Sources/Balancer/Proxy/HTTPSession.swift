@@ -782,7 +782,7 @@ final class HTTPSession: EventHandler, ProxySession {
         }
         machine.connectStarted(server: index, reused: false, now: loop.now)
         do {
-            let (fd, connected) = try Socket.connect(to: server.address)
+            let (fd, connected) = try Socket.connect(to: server.address, spare: &worker.spare)
             serverFD = fd
             // Server sockets go through the loop's owner table: they move between this
             // session and the idle pool on every request, without an epoll_ctl.
