@@ -243,19 +243,38 @@ public enum ConsulError: Error, Sendable, CustomStringConvertible {
     }
 }
 
-/// Decides which failures are worth a log line: the first of a run, a different error,
-/// or the same one again after 30 s. A dead agent then costs two lines a minute, not ten
-/// a second while the backoff is still short.
+extension ConsulError {
+    /// The failure without what changes from one query to the next (how many bytes came
+    /// before the close, the timeout of a blocking or a plain query, an error page's
+    /// text): a body cut short is the same fault at 831 bytes and at 1399.
+    var kind: String {
+        switch self {
+        case .http(.closed(let bytes)): bytes == 0 ? "closed without a response" : "closed inside a response"
+        case .http(.timeout): "timeout"
+        case .http(.unexpectedStatus(let status, _)), .status(let status, _): "HTTP \(status)"
+        case .http(let error): "\(error)"
+        case .missingIndex: "missing index"
+        case .badIndex: "bad index"
+        case .badJSON: "bad JSON"
+        }
+    }
+}
+
+/// Decides which failures are worth a log line: the first of a run, a different kind of
+/// error, or the same one again after 30 s. A dead agent then costs two lines a minute,
+/// not ten a second while the backoff is still short.
 struct FailureReport {
     private(set) var count = 0
     private var lastLogged: String?
     private var lastLoggedAt: Int64 = 0
     static let repeatAfter: Int64 = 30_000_000_000
 
-    mutating func failed(_ error: String, now: Int64) -> String? {
+    /// `kind` (by default the error text) is what must change for a new line.
+    mutating func failed(_ error: String, kind: String? = nil, now: Int64) -> String? {
         count += 1
-        guard error != lastLogged || now - lastLoggedAt >= Self.repeatAfter else { return nil }
-        lastLogged = error
+        let kind = kind ?? error
+        guard kind != lastLogged || now - lastLoggedAt >= Self.repeatAfter else { return nil }
+        lastLogged = kind
         lastLoggedAt = now
         return count == 1 ? error : "\(error) (\(count) failures in a row)"
     }

@@ -105,7 +105,7 @@ struct ConsulWatch {
                 if stopSignal.isTriggered { break }
                 report(.failed(error.description))
                 let delay = backoff.nextDelay(using: &generator)
-                if let line = failures.failed(error.description, now: Posix.monotonicNanoseconds()) {
+                if let line = failures.failed(error.description, kind: error.kind, now: Posix.monotonicNanoseconds()) {
                     settings.log("balancerd: consul: GET \(url)\(path) failed: \(line); keeping the last good table (next try in \(delay.shortDescription))")
                 }
                 if !stopSignal.sleep(for: delay) { break }
