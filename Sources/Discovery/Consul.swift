@@ -230,6 +230,11 @@ public enum ConsulError: Error, Sendable, CustomStringConvertible {
     case status(Int, String)
     case missingIndex
     case badIndex(String)
+    /// X-Consul-Index: 0. Consul promises an index of at least 1; a 0 comes from a bug
+    /// (older Consul versions had some) or from something in between, and waiting on it
+    /// makes every blocking query return at once. Consul's notes say to reset to 1; here
+    /// the answer is also not trusted, and the query is retried with the backoff.
+    case zeroIndex
     case badJSON(String)
 
     public var description: String {
@@ -238,6 +243,7 @@ public enum ConsulError: Error, Sendable, CustomStringConvertible {
         case .status(let status, let body): "HTTP \(status)\(body.isEmpty ? "" : ": \(body)")"
         case .missingIndex: "the answer has no X-Consul-Index header"
         case .badIndex(let text): "X-Consul-Index '\(text)' is not a number"
+        case .zeroIndex: "X-Consul-Index is 0, which Consul never sends: the answer is not used"
         case .badJSON(let what): "the answer is not the JSON expected: \(what)"
         }
     }
@@ -255,6 +261,7 @@ extension ConsulError {
         case .http(let error): "\(error)"
         case .missingIndex: "missing index"
         case .badIndex: "bad index"
+        case .zeroIndex: "zero index"
         case .badJSON: "bad JSON"
         }
     }

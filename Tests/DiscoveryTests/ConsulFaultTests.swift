@@ -1,6 +1,6 @@
 // Consul answers that are wrong in one way each, from the Consul test server's fault modes:
-// 500s, a body that is not JSON, a body cut short and an answer slower than the read timeout.
-// For each: nothing is published while the fault lasts (the
+// 500s, a body that is not JSON, a body cut short, an answer slower than the read timeout,
+// and an X-Consul-Index of 0. For each: nothing is published while the fault lasts (the
 // last good table stays in force), the reason is logged in one line however many queries
 // fail, and the first good answer afterwards is applied (with the change made meanwhile).
 
@@ -17,6 +17,10 @@ final class ConsulFaultTests: XCTestCase {
     /// Held for 4 s, longer than the read timeout of a blocking query (wait 1 s → 1.06 s +
     /// the 0.7 s margin): two queries at least time out.
     func testConsulAnswerSlowerThanTheReadTimeout() throws { try checkFault("slow", seconds: 4, reason: "no response within") }
+    /// Consul's blocking-query rules: an index must be > 0; a 0 is a bug of the server (or
+    /// of something in between), and trusting it would turn the loop into a busy one. The
+    /// answer is not used, and the next query after a good one is a blocking one again.
+    func testConsulIndexOfZero() throws { try checkFault("index0", seconds: 2, reason: "X-Consul-Index") }
 
     /// web-1 is published; then `mode` for `seconds`, during which web-2 registers. Nothing
     /// is published during the fault, one line gives the reason (containing `reason`),
