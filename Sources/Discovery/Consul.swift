@@ -230,6 +230,11 @@ public enum ConsulError: Error, Sendable, CustomStringConvertible {
     case status(Int, String)
     case missingIndex
     case badIndex(String)
+    /// X-Consul-Index: 0. Consul promises an index of at least 1; a 0 comes from a bug
+    /// (older Consul versions had some) or from something in between, and waiting on it
+    /// makes every blocking query return at once. Consul's notes say to reset to 1; here
+    /// the answer is also not trusted, and the query is retried with the backoff.
+    case zeroIndex
     case badJSON(String)
 
     public var description: String {
@@ -238,24 +243,45 @@ public enum ConsulError: Error, Sendable, CustomStringConvertible {
         case .status(let status, let body): "HTTP \(status)\(body.isEmpty ? "" : ": \(body)")"
         case .missingIndex: "the answer has no X-Consul-Index header"
         case .badIndex(let text): "X-Consul-Index '\(text)' is not a number"
+        case .zeroIndex: "X-Consul-Index is 0, which Consul never sends: the answer is not used"
         case .badJSON(let what): "the answer is not the JSON expected: \(what)"
         }
     }
 }
 
-/// Decides which failures are worth a log line: the first of a run, a different error,
-/// or the same one again after 30 s. A dead agent then costs two lines a minute, not ten
-/// a second while the backoff is still short.
+extension ConsulError {
+    /// The failure without what changes from one query to the next (how many bytes came
+    /// before the close, the timeout of a blocking or a plain query, an error page's
+    /// text): a body cut short is the same fault at 831 bytes and at 1399.
+    var kind: String {
+        switch self {
+        case .http(.closed(let bytes)): bytes == 0 ? "closed without a response" : "closed inside a response"
+        case .http(.timeout): "timeout"
+        case .http(.unexpectedStatus(let status, _)), .status(let status, _): "HTTP \(status)"
+        case .http(let error): "\(error)"
+        case .missingIndex: "missing index"
+        case .badIndex: "bad index"
+        case .zeroIndex: "zero index"
+        case .badJSON: "bad JSON"
+        }
+    }
+}
+
+/// Decides which failures are worth a log line: the first of a run, a different kind of
+/// error, or the same one again after 30 s. A dead agent then costs two lines a minute,
+/// not ten a second while the backoff is still short.
 struct FailureReport {
     private(set) var count = 0
     private var lastLogged: String?
     private var lastLoggedAt: Int64 = 0
     static let repeatAfter: Int64 = 30_000_000_000
 
-    mutating func failed(_ error: String, now: Int64) -> String? {
+    /// `kind` (by default the error text) is what must change for a new line.
+    mutating func failed(_ error: String, kind: String? = nil, now: Int64) -> String? {
         count += 1
-        guard error != lastLogged || now - lastLoggedAt >= Self.repeatAfter else { return nil }
-        lastLogged = error
+        let kind = kind ?? error
+        guard kind != lastLogged || now - lastLoggedAt >= Self.repeatAfter else { return nil }
+        lastLogged = kind
         lastLoggedAt = now
         return count == 1 ? error : "\(error) (\(count) failures in a row)"
     }

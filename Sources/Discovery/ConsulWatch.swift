@@ -6,6 +6,7 @@
 //  - the same X-Consul-Index means the wait timed out (or an idempotent write woke us):
 //    ask again; the caller's unchanged result publishes nothing;
 //  - an index that went backwards resets to 0, sent as 1 (see `ConsulIndex`);
+//  - an index of 0 breaks Consul's promise (>= 1): that answer counts as a failed query;
 //  - successive calls are at least `minimumInterval` apart, with jitter;
 //  - errors back off exponentially with jitter, reset by the first success, and never
 //    reach the caller's result: the last good one stays in force.
@@ -105,7 +106,7 @@ struct ConsulWatch {
                 if stopSignal.isTriggered { break }
                 report(.failed(error.description))
                 let delay = backoff.nextDelay(using: &generator)
-                if let line = failures.failed(error.description, now: Posix.monotonicNanoseconds()) {
+                if let line = failures.failed(error.description, kind: error.kind, now: Posix.monotonicNanoseconds()) {
                     settings.log("balancerd: consul: GET \(url)\(path) failed: \(line); keeping the last good table (next try in \(delay.shortDescription))")
                 }
                 if !stopSignal.sleep(for: delay) { break }
@@ -141,6 +142,7 @@ struct ConsulWatch {
     static func index(of response: HTTPResponse) throws(ConsulError) -> UInt64 {
         guard let text = response.header("X-Consul-Index") else { throw .missingIndex }
         guard let received = UInt64(text) else { throw .badIndex(text) }
+        guard received > 0 else { throw .zeroIndex }
         return received
     }
 

@@ -56,11 +56,17 @@ Test controls (not Consul API; never subject to ACLs or outages):
       (their result's index changed) and answer with the lower index.
   PUT /test/spurious-wakeup?service=NAME
       Advances the service's index without changing its data (an idempotent write).
-  PUT /test/outage?mode=500|close|hang&seconds=S
+  PUT /test/outage?mode=500|close|hang|badjson|truncated|slow|index0&seconds=S
       For S seconds, /v1/health/ and /v1/catalog/ reads (including queries already blocked) answer 500
       "rpc error: No cluster leader", or have their connection closed without an answer,
       or are held unanswered until the outage ends (then closed). Agent endpoints keep
       working, as a Consul agent accepts registrations without a leader. seconds=0 ends it.
+      Faults that no Consul should produce but a broken proxy or agent in between can:
+      badjson answers 200 with the right headers and a body that is not JSON; truncated
+      announces the whole body's Content-Length, sends half of it and closes; slow holds
+      the read until the outage ends and then answers it properly (a client whose read
+      timeout is shorter has given up by then); index0 answers the current result with
+      X-Consul-Index: 0.
   PUT /test/follower?contact=lost|ok[&ago=MS][&known-leader=true|false]
       lost: ?stale reads are answered from the catalog as it is now, frozen, with
       X-Consul-LastContact = ago + the milliseconds since; ok: the follower catches up
@@ -553,18 +559,50 @@ class Handler(BaseHTTPRequestHandler):
             return self._send(200, "")
         raise ApiError(404, "404 page not found")
 
-    def _outage_answer(self, mode):
-        """Answers (or does not) as the outage mode says. Holds no lock."""
+    def _outage_answer(self, mode, compute, stale):
+        """Answers (or does not) as the outage mode says. Holds no lock. `compute(view)`
+        gives the (index, result) a healthy read would answer with."""
+        st = self.state
         if mode == "500":
             self._send(500, "rpc error: No cluster leader")
         elif mode == "close":
             self._drop()
-        else:  # hang: never answer while the outage lasts, then drop the connection
-            st = self.state
+        elif mode in ("hang", "slow"):
+            # Never answer while the outage lasts; then drop the connection (hang) or
+            # answer as if nothing had happened (slow).
             with st.cond:
-                while st.outage_mode() == "hang":
+                while st.outage_mode() == mode:
                     st.cond.wait(0.05)
-            self._drop()
+                view, headers = st.view(stale)
+                index, result = compute(view)
+            if mode == "hang":
+                self._drop()
+            else:
+                self._json(200, result, headers=(("X-Consul-Index", str(index)),) + tuple(headers))
+        else:
+            with st.cond:
+                view, headers = st.view(stale)
+                index, result = compute(view)
+            if mode == "index0":
+                return self._json(200, result, headers=(("X-Consul-Index", "0"),) + tuple(headers))
+            data = json.dumps(result).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.send_header("X-Consul-Index", str(index))
+            for k, v in headers:
+                self.send_header(k, v)
+            if mode == "badjson":
+                # The right length, the wrong bytes: what a proxy's error page or a
+                # mangled answer looks like to a JSON decoder.
+                bad = b"<html>502 Bad Gateway</html>"
+                data = (bad * (len(data) // len(bad) + 1))[:len(data)]
+                self._headers_buffer.append(b"\r\n" + data)
+                self.flush_headers()
+            else:  # truncated: half the body, then the connection closes
+                self._headers_buffer.append(b"\r\n" + data[:len(data) // 2])
+                self.flush_headers()
+                self._drop()
 
     def _read_options(self, query):
         """(min_index, wait seconds with Consul's stagger, stale) of a read."""
@@ -618,7 +656,7 @@ class Handler(BaseHTTPRequestHandler):
                         view, headers = st.view(stale)
                         index, result = compute(view)
         if mode is not None:
-            return self._outage_answer(mode)
+            return self._outage_answer(mode, compute, stale)
         self._json(200, result, headers=(("X-Consul-Index", str(index)),) + tuple(headers))
 
     def _health(self, name, query):
@@ -665,8 +703,8 @@ class Handler(BaseHTTPRequestHandler):
                 st.spurious(q("service", ""))
             elif path == "/test/outage":
                 mode, seconds = q("mode", ""), float(q("seconds", "0"))
-                if mode not in ("500", "close", "hang"):
-                    raise ApiError(400, "mode must be 500, close or hang")
+                if mode not in ("500", "close", "hang", "badjson", "truncated", "slow", "index0"):
+                    raise ApiError(400, "mode must be 500, close, hang, badjson, truncated, slow or index0")
                 st.outage = (mode, time.monotonic() + seconds) if seconds > 0 else None
                 st.cond.notify_all()
             else:

@@ -20,10 +20,29 @@ extension XCTestCase {
     /// returns the process and the port it listens on. Stopped (SIGTERM, then SIGKILL) when
     /// the test ends.
     func startBalancer(_ arguments: [String], frontend: String = "main") throws -> (BalancerdProcess, UInt16) {
+        let watchdog = armWatchdog()
         let balancer = try BalancerdProcess(arguments: arguments)
         addTeardownBlock { balancer.stop(timeout: 3) }
+        // A test stuck on a balancerd that crashed or wedged: killing it ends every
+        // connection to it, so the test's blocked reads return and it fails on its own.
+        watchdog.onFire { balancer.kill() }
         let port = try balancer.port(frontend: frontend)
         return (balancer, port)
+    }
+
+    /// The time limit of the running test (see TestSupport's Watchdog), armed by the first
+    /// call in a test: `$BALANCERD_TEST_TIME_LIMIT` seconds, 180 by default. Its teardown
+    /// fails the test with the watchdog's message (which test, what it waited for) if the
+    /// limit passed.
+    @discardableResult
+    func armWatchdog() -> Watchdog {
+        if let current = Watchdog.current, current.label == name { return current }
+        let limit = ProcessInfo.processInfo.environment["BALANCERD_TEST_TIME_LIMIT"].flatMap(Double.init) ?? 180
+        let watchdog = Watchdog(label: name, limit: limit)
+        addTeardownBlock {
+            if let message = watchdog.cancel() { XCTFail(message) }
+        }
+        return watchdog
     }
 
     /// `--listen 127.0.0.1:0 --mode tcp --server A --server B …` (servers s1, s2, … in order).

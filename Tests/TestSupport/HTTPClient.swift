@@ -142,6 +142,7 @@ public final class HTTPClientConnection: @unchecked Sendable {
     /// Like `readResponse`, but nil if the connection closes (EOF or reset) before the
     /// first byte of a response.
     public func readResponseIfAny(method: String = "GET", timeout: Double = 5) throws -> HTTPResponse? {
+        Watchdog.note("an HTTP response from port \(port)")
         let deadline = Deadline(secondsFromNow: timeout)
         while buffer.firstRange(of: [13, 10, 13, 10]) == nil {
             guard try fill(deadline: deadline, context: "waiting for a response head") else {

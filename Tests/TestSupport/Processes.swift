@@ -289,7 +289,8 @@ public final class BalancerdProcess: @unchecked Sendable {
     /// The first line (from index `after` on) containing `substring`, waiting up to `timeout`.
     /// Returns nil on timeout or if the process exits without printing it.
     public func waitForLine(containing substring: String, after: Int = 0, timeout: Double = 5) -> String? {
-        waitForLine(after: after, timeout: timeout) { $0.contains(substring) }
+        Watchdog.note("a balancerd line containing '\(substring)'")
+        return waitForIndexedLine(after: after, timeout: timeout) { $0.contains(substring) }?.line
     }
 
     /// Same as `waitForLine(containing:)`; kept for callers that think of it as a match.
@@ -299,7 +300,8 @@ public final class BalancerdProcess: @unchecked Sendable {
 
     /// The first line (from index `after` on) satisfying `predicate`, waiting up to `timeout`.
     public func waitForLine(after: Int = 0, timeout: Double = 5, where predicate: (String) -> Bool) -> String? {
-        waitForIndexedLine(after: after, timeout: timeout, where: predicate)?.line
+        Watchdog.note("a line from balancerd pid \(pid) (after line \(after)) matching a predicate")
+        return waitForIndexedLine(after: after, timeout: timeout, where: predicate)?.line
     }
 
     /// Like `waitForLine`, also returning the line's index (pass index+1 as `after` next time).

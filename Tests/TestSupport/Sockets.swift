@@ -219,6 +219,7 @@ public final class TCPClient: @unchecked Sendable {
     /// Everything until EOF. Throws if `timeout` passes first (with how much had arrived),
     /// on a read error (e.g. ECONNRESET), or if more than `limit` bytes arrive.
     public func readAll(timeout: Double = 10, limit: Int = 256 << 20) throws -> [UInt8] {
+        Watchdog.note("EOF from port \(port) (TCPClient.readAll)")
         let deadline = Deadline(secondsFromNow: timeout)
         var result = pending
         pending = []

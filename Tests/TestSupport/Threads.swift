@@ -153,8 +153,10 @@ public func sleepSeconds(_ seconds: Double) {
 }
 
 /// Polls `condition` every 10 ms until it is true or `timeout` passes. Returns the last result.
+/// The caller's place is what the test's watchdog reports if the test hangs.
 @discardableResult
-public func waitUntil(timeout: Double, _ condition: () -> Bool) -> Bool {
+public func waitUntil(timeout: Double, file: StaticString = #fileID, line: UInt = #line, _ condition: () -> Bool) -> Bool {
+    Watchdog.note("a condition at \(file):\(line) (waitUntil, timeout \(timeout) s)")
     let deadline = Deadline(secondsFromNow: timeout)
     while true {
         if condition() { return true }

@@ -114,6 +114,15 @@ public final class ServerHealth: Sendable {
         passiveDownUntil.store(now + ServerHealth.passiveHoldDown, ordering: .relaxed)
     }
 
+    /// The server took the request and then said nothing for `timeout server` (a 504): a
+    /// frozen process (SIGSTOP, a stuck event loop) whose kernel still completes every
+    /// connect. Passed over like a failed connect, so the next requests do not each wait a
+    /// whole `timeout server` on it. A connect that succeeds does not lift this: such a
+    /// server's connects always do.
+    public func recordResponseTimeout(now: Int64) {
+        passiveDownUntil.store(now + ServerHealth.passiveHoldDown, ordering: .relaxed)
+    }
+
     public func recordConnectSuccess() {
         if consecutiveFailures.load(ordering: .relaxed) != 0 {
             consecutiveFailures.store(0, ordering: .relaxed)

@@ -266,8 +266,10 @@ final class HTTPSession: EventHandler, ProxySession {
             && loop.now >= machine.connectStartedAt + machine.timeouts.connect {
             if let server { SessionStats.connectFailed(server, backend: backend, loop: loop) }
         }
-        perform(machine.timerFired(now: loop.now, clientInputPending: !clientIn.isEmpty,
-                                   clientOutputPending: !clientOut.isEmpty, serverReadPaused: serverReadPaused), loop: loop)
+        let action = machine.timerFired(now: loop.now, clientInputPending: !clientIn.isEmpty,
+                                        clientOutputPending: clientOutputPending, serverReadPaused: serverReadPaused)
+        if case .respond(.gatewayTimeout) = action, let server { server.health.recordResponseTimeout(now: loop.now) }
+        perform(action, loop: loop)
         if !closed { advance(loop: loop) }
     }
 
@@ -318,7 +320,7 @@ final class HTTPSession: EventHandler, ProxySession {
         guard !closed else { return }
         releaseEmptyBuffers()
         updateInterest(loop: loop)
-        deadline = machine.deadline(clientInputPending: !clientIn.isEmpty, clientOutputPending: !clientOut.isEmpty,
+        deadline = machine.deadline(clientInputPending: !clientIn.isEmpty, clientOutputPending: clientOutputPending,
                                     serverReadPaused: serverReadPaused)
         if let tls, !tls.handshakeDone { deadline = min(deadline, machine.acceptedAt + machine.timeouts.client) }
         loop.scheduleDeadline(for: self)
@@ -780,7 +782,7 @@ final class HTTPSession: EventHandler, ProxySession {
         }
         machine.connectStarted(server: index, reused: false, now: loop.now)
         do {
-            let (fd, connected) = try Socket.connect(to: server.address)
+            let (fd, connected) = try Socket.connect(to: server.address, spare: &worker.spare)
             serverFD = fd
             // Server sockets go through the loop's owner table: they move between this
             // session and the idle pool on every request, without an epoll_ctl.
@@ -883,6 +885,14 @@ final class HTTPSession: EventHandler, ProxySession {
     }
 
     // MARK: server input
+
+    /// Bytes for the client wait to be written: in `clientOut`, or in the body relay's pipe
+    /// or buffer. Either way `timeout client` runs; without the relay's part, a client that
+    /// stopped reading a spliced body held its server connection forever (the server side
+    /// is paused, so `timeout server` does not run either).
+    private var clientOutputPending: Bool {
+        !clientOut.isEmpty || (exchange.map { $0.downActive && $0.down.pending > 0 } ?? false)
+    }
 
     /// Reading the server stopped because the client has not taken what was read.
     private var serverReadPaused: Bool {

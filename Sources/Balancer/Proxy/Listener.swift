@@ -50,6 +50,14 @@ final class Listener: EventHandler {
         guard !closed else { return }
         paused = false
         for _ in 0..<Listener.batch {
+            // Accept only with a descriptor in reserve for the server socket (SpareDescriptor).
+            do throws(SystemError) {
+                try worker.spare.restore()
+            } catch {
+                worker.noteResourceShortage(error)
+                pause(loop: loop)
+                return
+            }
             guard worker.shared.reserveSlot() else {
                 pause(loop: loop)
                 return

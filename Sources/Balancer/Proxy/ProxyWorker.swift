@@ -26,6 +26,8 @@ final class ProxyWorker: @unchecked Sendable {
     /// Bodies with at least this much left move through a pipe (HTTPSession).
     let spliceThreshold: Int
     private var lastShortageLog: Int64 = 0
+    /// Held while accepting, given up to a server connect that finds no descriptor.
+    var spare = SpareDescriptor()
     /// HTTP mode: idle keep-alive connections to servers, per server.
     let idlePool: IdlePool
     let httpLimits: HTTPHeadParser.Limits

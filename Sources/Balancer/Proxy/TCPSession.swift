@@ -175,7 +175,7 @@ final class TCPSession: EventHandler, ProxySession {
         let fd: CInt
         let connected: Bool
         do {
-            (fd, connected) = try Socket.connect(to: server.address)
+            (fd, connected) = try Socket.connect(to: server.address, spare: &worker.spare)
         } catch {
             SessionStats.connectFailed(server, backend: backend, loop: loop)
             perform(machine.connectFailed(timedOut: false), loop: loop)

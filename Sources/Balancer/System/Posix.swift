@@ -107,6 +107,12 @@ public enum Posix {
         }
     }
 
+    /// A descriptor that stands for nothing (an unbound socket): it holds a slot of the
+    /// descriptor table in reserve (SpareDescriptor).
+    public static func placeholderDescriptor() throws(SystemError) -> CInt {
+        try socket(family: AF_INET)
+    }
+
     public static func setOption(_ fd: CInt, level: CInt, name: CInt, value: CInt) throws(SystemError) {
         var value = value
         _ = try syscallValue(where: "setsockopt") {
