@@ -395,7 +395,7 @@ def main():
     time.sleep(1.5)
     load.finish()
     results.append(("churn: %d register/deregister cycles, %d keep-alive clients" % (args.cycles, args.clients),
-                    f"{load.ok} requests ok, {load.failed} failed"))
+                    f"{load.ok} requests ok, {load.failed} failed, {load.cut_after_head} cut after the head"))
     churn_failures = load.failures[:5]
 
     # 3. SIGKILL while registered.
@@ -411,7 +411,7 @@ def main():
     time.sleep(1)
     load.finish()
     results.append((f"SIGKILL: {args.kills} registered backends killed under load (GET)",
-                    f"{load.ok} requests ok, {load.failed} failed"))
+                    f"{load.ok} requests ok, {load.failed} failed, {load.cut_after_head} cut after the head"))
     kill_failures = load.failures[:5]
 
     out = ["# Discovery benchmark, " + time.strftime("%Y-%m-%dT%H:%MZ", time.gmtime()), "",
