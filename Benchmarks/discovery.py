@@ -259,8 +259,8 @@ def churn_run(binary, args, log_file):
                 action()
             later = [x for x in later if x[0] > now]
             time.sleep(0.02)
+    # What is still pending (a stop, a catalog drop) happens now, under load.
     for _, action in later:
-        time.sleep(0.0)
         action()
     time.sleep(1.0)
     load.finish()
