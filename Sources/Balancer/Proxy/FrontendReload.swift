@@ -166,8 +166,12 @@ extension Proxy {
                     if let (owner, ownerBind) = listening.removeValue(forKey: ListenerKey(bind, frontend: config.name)) {
                         plan.retargeted.append((owner, ownerBind, config.name))
                     } else {
-                        let (address, fds) = try openListenerSockets(frontend: config.name, bind: bind)
-                        plan.opened.append((config.name, bind, address, fds))
+                        do {
+                            let (address, fds) = try openListenerSockets(on: SocketAddress.resolve(host: bind.host, port: bind.port))
+                            plan.opened.append((config.name, bind, address, fds))
+                        } catch {
+                            throw ProxyError("frontend '\(config.name)', bind \(bind): \(error)")
+                        }
                     }
                 }
                 plan.entries.append(.fresh(config, previous: previous, tls: tls))
@@ -187,13 +191,14 @@ extension Proxy {
         return plan
     }
 
-    /// Opens `bind` for every loop, as bindListeners does at start: one SO_REUSEPORT
-    /// socket per loop (the first fixes an ephemeral port), or one socket shared by all.
-    /// On failure closes what it opened and throws an error naming frontend and bind.
-    func openListenerSockets(frontend name: String, bind: HostPort) throws -> (address: SocketAddress, fds: [CInt]) {
+    /// Opens a listening socket on `address` for every loop: one SO_REUSEPORT socket per
+    /// loop (the first fixes an ephemeral port), or one socket shared by all (duplicated
+    /// per loop). Returns the address as bound and the sockets by loop index; on failure
+    /// closes what it opened. Start-up (bindListeners) and reload open binds this way.
+    func openListenerSockets(on address: SocketAddress) throws -> (address: SocketAddress, fds: [CInt]) {
+        var address = address
         var fds: [CInt] = []
         do {
-            var address = try SocketAddress.resolve(host: bind.host, port: bind.port)
             if options.reusePort {
                 for _ in workers {
                     let fd = try Socket.listen(on: address, reusePort: true)
@@ -209,7 +214,7 @@ extension Proxy {
             return (address, fds)
         } catch {
             for fd in fds { Posix.close(fd) }
-            throw ProxyError("frontend '\(name)', bind \(bind): \(error)")
+            throw error
         }
     }
 

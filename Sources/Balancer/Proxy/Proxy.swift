@@ -39,17 +39,13 @@ public struct ProxyError: Error, CustomStringConvertible, Sendable {
     init(_ description: String) { self.description = description }
 }
 
-/// A bound frontend address, as reported after start-up (the real port when 0 was asked).
 /// One bind of one frontend version (its slot): the key of its listening sockets.
-struct ListenerSocketKey: Hashable, Comparable, Sendable {
+struct ListenerSocketKey: Hashable, Sendable {
     let slot: Int
     let bind: HostPort
-
-    static func < (a: ListenerSocketKey, b: ListenerSocketKey) -> Bool {
-        (a.slot, a.bind.host, a.bind.port) < (b.slot, b.bind.host, b.bind.port)
-    }
 }
 
+/// A bound frontend address, as reported after start-up (the real port when 0 was asked).
 public struct BoundAddress: Sendable {
     public var frontend: String
     public var address: SocketAddress
@@ -243,6 +239,7 @@ public final class Proxy: @unchecked Sendable {
                 } catch {
                     throw ProxyError("frontend '\(frontend.config.name)', bind \(bind): \(error)")
                 }
+                let key = ListenerSocketKey(slot: frontend.index, bind: bind)
                 do {
                     if let sockets = inherited.removeValue(forKey: address), !sockets.isEmpty {
                         // Every inherited socket must be watched: connections the kernel
@@ -252,29 +249,18 @@ public final class Proxy: @unchecked Sendable {
                         for i in 0..<max(sockets.count, workers.count) {
                             let fd = i < sockets.count ? sockets[i] : try Posix.duplicate(sockets[i % sockets.count])
                             try workers[i % workers.count].adopt(listenerFD: fd, frontend: frontend, bind: bind, tls: tls)
-                            exported[ListenerSocketKey(slot: frontend.index, bind: bind), default: []].append(fd)
+                            exported[key, default: []].append(fd)
                         }
                         inheritedAdopted += sockets.count
-                    } else if options.reusePort {
-                        // The first socket fixes the port (it may have been 0: ephemeral);
-                        // the others join it through SO_REUSEPORT.
-                        for worker in workers {
-                            let fd = try Socket.listen(on: address, reusePort: true)
-                            if address.port == 0 {
-                                address = try Posix.localAddress(fd)
-                            }
-                            try worker.adopt(listenerFD: fd, frontend: frontend, bind: bind, tls: tls)
-                            exported[ListenerSocketKey(slot: frontend.index, bind: bind), default: []].append(fd)
-                        }
                     } else {
-                        let fd = try Socket.listen(on: address, reusePort: false)
-                        address = try Posix.localAddress(fd)
-                        // One socket, watched by every loop: the kernel wakes one or more
-                        // of them and accept4 decides who gets each connection.
-                        for (i, worker) in workers.enumerated() {
-                            let own = i == 0 ? fd : try Posix.duplicate(fd)
-                            try worker.adopt(listenerFD: own, frontend: frontend, bind: bind, tls: tls)
-                            exported[ListenerSocketKey(slot: frontend.index, bind: bind), default: []].append(own)
+                        // One SO_REUSEPORT socket per loop, or one socket every loop
+                        // watches (the kernel wakes one or more, accept4 decides who
+                        // gets each connection).
+                        let opened = try openListenerSockets(on: address)
+                        address = opened.address
+                        for (worker, fd) in zip(workers, opened.fds) {
+                            try worker.adopt(listenerFD: fd, frontend: frontend, bind: bind, tls: tls)
+                            exported[key, default: []].append(fd)
                         }
                     }
                 } catch {
@@ -561,7 +547,8 @@ public final class Proxy: @unchecked Sendable {
     public func withListenerSockets<R: Sendable>(_ body: ([CInt]) -> R) -> R? {
         exportableListeners.withLock { sockets -> R? in
             guard let sockets else { return nil }
-            return body(sockets.keys.sorted().flatMap { sockets[$0]! })
+            // In any order: the receiver groups them by the address they listen on.
+            return body(sockets.values.flatMap { $0 })
         }
     }
 
