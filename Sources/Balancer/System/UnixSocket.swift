@@ -19,16 +19,8 @@ public enum UnixSocket {
         }
         let fd = try syscallValue(where: "socket") { Glibc.socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | cbs_sock_flags(), 0) }
         do throws(SystemError) {
-            var address = sockaddr_un()
-            address.sun_family = sa_family_t(AF_UNIX)
-            withUnsafeMutableBytes(of: &address.sun_path) { raw in
-                raw.copyBytes(from: path.utf8)
-                raw[path.utf8.count] = 0
-            }
-            _ = try withUnsafePointer(to: &address) { (pointer) throws(SystemError) -> CInt in
-                try pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { (sa) throws(SystemError) -> CInt in
-                    try syscallValue(where: "bind") { cbs_bind(fd, sa, socklen_t(MemoryLayout<sockaddr_un>.size)) }
-                }
+            _ = try withAddress(of: path) { (sa, length) throws(SystemError) -> CInt in
+                try syscallValue(where: "bind") { cbs_bind(fd, sa, length) }
             }
             if let mode {
                 _ = try syscallValue(where: "chmod") { Glibc.chmod(path, mode_t(mode)) }
@@ -38,6 +30,23 @@ public enum UnixSocket {
         } catch {
             Posix.close(fd)
             throw error
+        }
+    }
+
+    /// Calls `body` with `path` as a sockaddr_un and its length (bind and connect); the
+    /// caller checked the path's length against `maximumPathLength`.
+    private static func withAddress<T>(of path: String,
+                                       _ body: (UnsafePointer<sockaddr>, socklen_t) throws(SystemError) -> T) throws(SystemError) -> T {
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            raw.copyBytes(from: path.utf8)
+            raw[path.utf8.count] = 0
+        }
+        return try withUnsafePointer(to: &address) { (pointer) throws(SystemError) -> T in
+            try pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { (sa) throws(SystemError) -> T in
+                try body(sa, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
         }
     }
 
@@ -79,16 +88,8 @@ public enum UnixSocket {
             _ = try syscallValue(where: "setsockopt(SO_SNDTIMEO)") {
                 Glibc.setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &limit, socklen_t(MemoryLayout<timeval>.size))
             }
-            var address = sockaddr_un()
-            address.sun_family = sa_family_t(AF_UNIX)
-            withUnsafeMutableBytes(of: &address.sun_path) { raw in
-                raw.copyBytes(from: path.utf8)
-                raw[path.utf8.count] = 0
-            }
-            _ = try withUnsafePointer(to: &address) { (pointer) throws(SystemError) -> CInt in
-                try pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { (sa) throws(SystemError) -> CInt in
-                    try syscallValue(where: "connect") { cbs_connect(fd, sa, socklen_t(MemoryLayout<sockaddr_un>.size)) }
-                }
+            _ = try withAddress(of: path) { (sa, length) throws(SystemError) -> CInt in
+                try syscallValue(where: "connect") { cbs_connect(fd, sa, length) }
             }
             return fd
         } catch {
