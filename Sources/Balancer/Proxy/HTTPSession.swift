@@ -1299,7 +1299,7 @@ final class HTTPSession: EventHandler, ProxySession {
         pool.giveBack(&serverIn)
         pool.giveBack(&serverOut)
         if tls != nil { pool.noteFreed(bytes: TLSConnection.estimatedIdleBytes) }
-        worker.httpSessionEnded(self, loop: loop)
+        worker.connectionClosed(frontend: frontend, loop: loop)
         loop.deregister(self)
     }
 

@@ -215,16 +215,11 @@ final class ProxyWorker: @unchecked Sendable {
         }
     }
 
-    /// An HTTP session closed (it logs its own requests).
-    func httpSessionEnded(_ session: HTTPSession, loop: EventLoop) {
-        session.frontend.counters.current.wrappingSubtract(1, ordering: .relaxed)
-        releaseSlot(loop: loop)
-    }
-
-    /// A TCP session whose TLS handshake failed: it never was a session (no log line,
-    /// as in HTTP mode), only its slot is given back.
-    func handshakeFailed(_ session: TCPSession, loop: EventLoop) {
-        session.frontend.counters.current.wrappingSubtract(1, ordering: .relaxed)
+    /// A client connection of `frontend` closed: its count and its maxconn slot are given
+    /// back. HTTP sessions log their own requests; a TCP connection whose TLS handshake
+    /// failed never was a session (no log line, as in HTTP mode).
+    func connectionClosed(frontend: FrontendRuntime, loop: EventLoop) {
+        frontend.counters.current.wrappingSubtract(1, ordering: .relaxed)
         releaseSlot(loop: loop)
     }
 
@@ -236,8 +231,7 @@ final class ProxyWorker: @unchecked Sendable {
             responseMilliseconds: -1, totalMilliseconds: Int((loop.now - session.acceptedAt) / 1_000_000),
             termination: termination), loop: loop)
         if !shared.quiet { logConnection(session, termination: termination, loop: loop) }
-        session.frontend.counters.current.wrappingSubtract(1, ordering: .relaxed)
-        releaseSlot(loop: loop)
+        connectionClosed(frontend: session.frontend, loop: loop)
     }
 
     private func releaseSlot(loop: EventLoop) {

@@ -122,7 +122,7 @@ final class TCPSession: EventHandler, ProxySession {
         deadline = 0
         Posix.abortOnClose(clientFD)
         Posix.close(clientFD)
-        worker.handshakeFailed(self, loop: loop)
+        worker.connectionClosed(frontend: frontend, loop: loop)
         loop.deregister(self)
     }
 
