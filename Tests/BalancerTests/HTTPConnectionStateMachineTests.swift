@@ -74,8 +74,10 @@ private struct Connection {
             m.interimResponse()
             return .none
         }
+        // The process stopping: the shell has told every session (softStop) by then.
+        if stopping { _ = m.softStop() }
         let action = m.responseHead(status: head.status, framing: head.responseFraming(requestMethod: m.request.method),
-                                    serverKeepAlive: head.keepAlive, stopping: stopping, now: now)
+                                    serverKeepAlive: head.keepAlive, now: now)
         if case .respond = action { return action }
         m.responseForwarded()
         return action

@@ -337,8 +337,7 @@ struct HTTPConnectionStateMachine {
     mutating func interimResponse() {}
 
     /// The final response head arrived.
-    mutating func responseHead(status: Int, framing: BodyFraming, serverKeepAlive: Bool,
-                               stopping: Bool, now: Int64) -> Action {
+    mutating func responseHead(status: Int, framing: BodyFraming, serverKeepAlive: Bool, now: Int64) -> Action {
         guard phase == .exchanging else { return .none }
         responseHeadAt = now
         statusCode = Int16(clamping: status)
@@ -348,8 +347,7 @@ struct HTTPConnectionStateMachine {
             phase = .tunnel
             return .startTunnel
         }
-        keepAliveToClient = HTTPExchangePolicy.keepAliveToClient(request: request, responseFraming: framing,
-                                                                 stopping: stopping || self.stopping)
+        keepAliveToClient = HTTPExchangePolicy.keepAliveToClient(request: request, responseFraming: framing, stopping: stopping)
         serverReusable = serverKeepAlive && framing != .untilClose
         responseHeadDone = true
         if case .none = framing { responseComplete = true }

@@ -1014,8 +1014,7 @@ final class HTTPSession: EventHandler, ProxySession {
             return true
         }
         let framing = head.responseFraming(requestMethod: request.method)
-        let action = machine.responseHead(status: head.status, framing: framing, serverKeepAlive: head.keepAlive,
-                                          stopping: worker.stopping, now: loop.now)
+        let action = machine.responseHead(status: head.status, framing: framing, serverKeepAlive: head.keepAlive, now: loop.now)
         if case .respond = action {
             dropServer(reusable: false, loop: loop)
             perform(action, loop: loop)

@@ -51,8 +51,6 @@ final class ProxyWorker: @unchecked Sendable {
     /// [frontend][backend]: the timeouts and retry rules an exchange of that frontend
     /// routed to that backend uses; a column is rebuilt when its backend's table changes.
     private(set) var httpSettings: [[HTTPSessionSettings]]
-    /// The process is shutting down: HTTP responses say `Connection: close`.
-    var stopping = false
 
     init(loop: EventLoop, shared: ProxyShared, frontends: [FrontendRuntime], backendCounters: [BackendCounters],
          tables: [BackendTable], routing: [RoutingTable], splice: Bool, spliceThreshold: Int = 16 * 1024,
@@ -257,7 +255,6 @@ final class ProxyWorker: @unchecked Sendable {
     /// `Connection: close`, and idle ones stay open until their keep-alive timeout or
     /// the end of the grace period (HTTPConnectionStateMachine.softStop).
     func stopAccepting() {
-        stopping = true
         for listener in listeners { listener.close(loop: loop) }
         listeners.removeAll()
         var sessions: [HTTPSession] = []
