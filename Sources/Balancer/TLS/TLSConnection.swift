@@ -40,15 +40,7 @@ final class TLSConnection {
     private var closeNotifySent = false
 
     init?(context: TLSContext, fd: CInt) {
-        guard let ssl = SSL_new(context.context(at: 0)) else {
-            _ = TLSError.openSSLReason()
-            return nil
-        }
-        guard cbt_set_socket(ssl, fd) == 1 else {
-            _ = TLSError.openSSLReason()
-            SSL_free(ssl)
-            return nil
-        }
+        guard let ssl = Self.makeSSL(context.context(at: 0), fd: fd) else { return nil }
         SSL_set_accept_state(ssl)
         self.ssl = ssl
         self.context = context
@@ -58,20 +50,11 @@ final class TLSConnection {
     /// `serverName` the handshake sends it (SNI), and under `verify required` the server's
     /// certificate must name it (RFC 6125, checked by OpenSSL during the handshake).
     init?(client context: TLSClientContext, serverName: String?, fd: CInt) {
-        guard let ssl = SSL_new(context.context) else {
-            _ = TLSError.openSSLReason()
-            return nil
-        }
-        var ok = cbt_set_socket(ssl, fd) == 1
-        if ok, let serverName {
-            ok = cbt_set_servername(ssl, serverName) == 1
-            if ok && context.config.verify == .required { ok = SSL_set1_host(ssl, serverName) == 1 }
-        }
-        guard ok else {
-            _ = TLSError.openSSLReason()
-            SSL_free(ssl)
-            return nil
-        }
+        let verifyName = context.config.verify == .required
+        guard let ssl = Self.makeSSL(context.context, fd: fd, configure: { ssl in
+            guard let serverName else { return true }
+            return cbt_set_servername(ssl, serverName) == 1 && (!verifyName || SSL_set1_host(ssl, serverName) == 1)
+        }) else { return nil }
         SSL_set_connect_state(ssl)
         self.ssl = ssl
         self.context = context
@@ -79,6 +62,22 @@ final class TLSConnection {
 
     deinit {
         SSL_free(ssl)
+    }
+
+    /// An SSL object from `ctx` over `fd` (balancerd's socket BIO), then `configure`; nil
+    /// when a step fails, with OpenSSL's error queue cleared for the next connection.
+    private static func makeSSL(_ ctx: OpaquePointer, fd: CInt,
+                                configure: (OpaquePointer) -> Bool = { _ in true }) -> OpaquePointer? {
+        guard let ssl = SSL_new(ctx) else {
+            _ = TLSError.openSSLReason()
+            return nil
+        }
+        guard cbt_set_socket(ssl, fd) == 1, configure(ssl) else {
+            _ = TLSError.openSSLReason()
+            SSL_free(ssl)
+            return nil
+        }
+        return ssl
     }
 
     /// Drives the handshake; `.processed(0)` once it is complete.
