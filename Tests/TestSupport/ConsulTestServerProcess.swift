@@ -59,13 +59,7 @@ public final class ConsulTestServerProcess: @unchecked Sendable {
         // the pid we hold is the server's own.
         let child = try ChildProcess(executable: "/usr/bin/env", arguments: arguments)
         self.child = child
-        let prefix = "consul-test-server listening on 127.0.0.1:"
-        guard let found = child.output.wait(from: 0, timeout: 10, stopEarly: { child.hasExited }, { $0.hasPrefix(prefix) }),
-              let port = UInt16(found.line.dropFirst(prefix.count)) else {
-            child.stop(signal: SIGKILL, timeout: 2)
-            throw TestSupportError("the Consul test server did not start:\n\(child.output.lines().joined(separator: "\n"))")
-        }
-        self.port = port
+        port = try child.announcedPort(after: "consul-test-server listening on 127.0.0.1:", server: "the Consul test server")
     }
 
     /// Everything the server printed, for failure messages.

@@ -199,6 +199,20 @@ final class ChildProcess: @unchecked Sendable {
     }
 }
 
+extension ChildProcess {
+    /// The port a test server announces with one line, `prefix` then the port, once it
+    /// listens. A server that exits or stays silent for `timeout` seconds is killed, and
+    /// the error quotes what it printed.
+    func announcedPort(after prefix: String, server: String, timeout: Double = 10) throws -> UInt16 {
+        guard let found = output.wait(from: 0, timeout: timeout, stopEarly: { self.hasExited }, { $0.hasPrefix(prefix) }),
+              let port = UInt16(found.line.dropFirst(prefix.count)) else {
+            stop(signal: SIGKILL, timeout: 2)
+            throw TestSupportError("\(server) did not start:\n\(output.lines().joined(separator: "\n"))")
+        }
+        return port
+    }
+}
+
 /// What a one-shot run of a program produced.
 public struct ProcessResult: Sendable {
     public let exitCode: Int32

@@ -41,13 +41,7 @@ public final class TLSTestServer: @unchecked Sendable {
         // /usr/bin/env finds python3 on PATH and execs it: the pid we hold is the server's.
         let child = try ChildProcess(executable: "/usr/bin/env", arguments: arguments)
         self.child = child
-        let prefix = "tls-test-server listening on 127.0.0.1:"
-        guard let found = child.output.wait(from: 0, timeout: 10, stopEarly: { child.hasExited }, { $0.hasPrefix(prefix) }),
-              let port = UInt16(found.line.dropFirst(prefix.count)) else {
-            child.stop(signal: SIGKILL, timeout: 2)
-            throw TestSupportError("the TLS test server did not start:\n\(child.output.lines().joined(separator: "\n"))")
-        }
-        self.port = port
+        port = try child.announcedPort(after: "tls-test-server listening on 127.0.0.1:", server: "the TLS test server")
     }
 
     public var address: String { "127.0.0.1:\(port)" }
