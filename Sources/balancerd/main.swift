@@ -36,12 +36,10 @@ case .check:
         let configuration = try HAProxyParser.load(path: path)
         // As `haproxy -c`: the certificates must load, not only parse as a path.
         for frontend in configuration.frontends {
-            for (bind, tls) in frontend.tls.sorted(by: { $0.key.description < $1.key.description }) {
-                do {
-                    _ = try TLSContext(tls)
-                } catch {
-                    fail("\(path): frontend '\(frontend.name)', bind \(bind): \(error)", code: 1)
-                }
+            do {
+                _ = try Proxy.tlsContexts(of: frontend)
+            } catch {
+                fail("\(path): \(error)", code: 1)
             }
         }
         let servers = configuration.backends.reduce(0) { $0 + $1.servers.count }

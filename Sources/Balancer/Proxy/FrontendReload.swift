@@ -154,14 +154,7 @@ extension Proxy {
                 guard backendNames.contains(config.defaultBackend) else {
                     throw ProxyError("frontend '\(config.name)': no backend named '\(config.defaultBackend)'")
                 }
-                var tls: [HostPort: TLSContext] = [:]
-                for (bind, settings) in config.tls {
-                    do {
-                        tls[bind] = try TLSContext(settings)
-                    } catch {
-                        throw ProxyError("frontend '\(config.name)', bind \(bind): \(error)")
-                    }
-                }
+                let tls = try Proxy.tlsContexts(of: config)
                 for bind in config.binds {
                     if let (owner, ownerBind) = listening.removeValue(forKey: ListenerKey(bind, frontend: config.name)) {
                         plan.retargeted.append((owner, ownerBind, config.name))

@@ -124,19 +124,7 @@ public final class Proxy: @unchecked Sendable {
                                              fallbackBackend: routesOnly ? -1 : backendIndex,
                                              counters: FrontendCounters(loops: loops)))
         }
-        var contexts: [[HostPort: TLSContext]] = []
-        for frontend in configuration.frontends {
-            var byBind: [HostPort: TLSContext] = [:]
-            for (bind, config) in frontend.tls {
-                do {
-                    byBind[bind] = try TLSContext(config)
-                } catch {
-                    throw ProxyError("frontend '\(frontend.name)', bind \(bind): \(error)")
-                }
-            }
-            contexts.append(byBind)
-        }
-        self.tlsContexts = Mutex(contexts)
+        self.tlsContexts = Mutex(try configuration.frontends.map(Proxy.tlsContexts(of:)))
         let counters = configuration.backends.map { BackendCounters(name: $0.name, loops: loops) }
         let backendNames = Dictionary(configuration.backends.enumerated().map { ($1.name, $0) }, uniquingKeysWith: { a, _ in a })
         let routing = frontends.map { f in
@@ -171,6 +159,21 @@ public final class Proxy: @unchecked Sendable {
         try bindListeners()
         healthChecks = HealthChecks(loops: workers.map(\.loop)) { [weak self] in self?.reweigh(backend: $0) }
         healthChecks.watch(Array(zip(configuration.backends, initial)))
+    }
+
+    /// The TLS context of each `ssl` bind of `frontend`, its certificates loaded. Throws
+    /// for the first bind (in the order of their addresses) whose certificates do not load,
+    /// naming the frontend, the bind, the file and OpenSSL's reason. Blocking (reads files).
+    public static func tlsContexts(of frontend: Frontend) throws(ProxyError) -> [HostPort: TLSContext] {
+        var contexts: [HostPort: TLSContext] = [:]
+        for (bind, config) in frontend.tls.sorted(by: { $0.key.description < $1.key.description }) {
+            do {
+                contexts[bind] = try TLSContext(config)
+            } catch {
+                throw ProxyError("frontend '\(frontend.name)', bind \(bind): \(error)")
+            }
+        }
+        return contexts
     }
 
     /// Resolves a backend set into a table. Blocking (name resolution): control thread only.
