@@ -122,13 +122,7 @@ public final class ServerProcess: @unchecked Sendable {
     public init(executable: String, arguments: [String], port: UInt16, timeout: Double = 10) throws {
         self.port = port
         child = try ChildProcess(executable: executable, arguments: arguments)
-        let up = waitUntil(timeout: timeout) {
-            if child.hasExited { return true }
-            guard let fd = try? connectTCP(port: port, timeout: 1) else { return false }
-            close(fd)
-            return true
-        }
-        if !up || child.hasExited {
+        if !child.listens(on: port, timeout: timeout) {
             let code = child.stop(signal: SIGKILL, timeout: 1)
             throw TestSupportError("\(executable) \(arguments.joined(separator: " ")) did not listen on port \(port) (exit \(code)): \(child.output.lines().joined(separator: "\n"))")
         }

@@ -34,13 +34,7 @@ public final class HAProxyProcess: @unchecked Sendable {
         self.configPath = configPath
         self.port = port
         child = try ChildProcess(executable: try Self.executablePath(), arguments: ["-f", configPath, "-db"])
-        let up = waitUntil(timeout: timeout) {
-            if child.hasExited { return true }
-            guard let fd = try? connectTCP(port: port, timeout: 1) else { return false }
-            close(fd)
-            return true
-        }
-        if !up || child.hasExited {
+        if !child.listens(on: port, timeout: timeout) {
             let code = child.stop(signal: SIGKILL, timeout: 1)
             throw TestSupportError("""
                 haproxy -f \(configPath) -db did not listen on 127.0.0.1:\(port) (exit \(code)). Output:

@@ -46,13 +46,7 @@ public final class NginxServer: @unchecked Sendable {
                 executable: nginx,
                 arguments: ["-p", directory.path + "/", "-c", conf, "-e", directory.file("error.log")]
             )
-            let up = waitUntil(timeout: 10) {
-                if child.hasExited { return true }
-                guard let fd = try? connectTCP(port: port, timeout: 1) else { return false }
-                close(fd)
-                return true
-            }
-            if up && !child.hasExited {
+            if child.listens(on: port, timeout: 10) {
                 self.port = port
                 self.child = child
                 return

@@ -200,6 +200,18 @@ final class ChildProcess: @unchecked Sendable {
 }
 
 extension ChildProcess {
+    /// Waits until `port` on 127.0.0.1 accepts a connection while this child runs: true
+    /// when it does, false when the child exited or `timeout` seconds went by.
+    func listens(on port: UInt16, timeout: Double) -> Bool {
+        let up = waitUntil(timeout: timeout) {
+            if self.hasExited { return true }
+            guard let fd = try? connectTCP(port: port, timeout: 1) else { return false }
+            close(fd)
+            return true
+        }
+        return up && !hasExited
+    }
+
     /// The port a test server announces with one line, `prefix` then the port, once it
     /// listens. A server that exits or stays silent for `timeout` seconds is killed, and
     /// the error quotes what it printed.
