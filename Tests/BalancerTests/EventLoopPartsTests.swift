@@ -12,6 +12,35 @@ final class EventLoopPartsTests: XCTestCase {
         XCTAssertEqual(out, deadlines.sorted())
     }
 
+    /// `transfer` swaps the memory when the destination is empty and takes everything
+    /// (the bytes stay where they are), and copies otherwise; either way the bytes arrive
+    /// in order and the source gives up exactly what was taken.
+    func testByteBufferTransferSwapsIntoAnEmptyBufferAndCopiesOtherwise() {
+        var source = ByteBuffer(capacity: 64)
+        Array("hello".utf8).withUnsafeBytes { source.append($0) }
+        let storage = source.readable.baseAddress
+        var destination = ByteBuffer.unallocated
+        XCTAssertTrue(destination.transfer(5, from: &source), "an empty destination takes the memory")
+        XCTAssertEqual(destination.readable.baseAddress, storage, "no byte moved")
+        XCTAssertEqual(Array(destination.readable), Array("hello".utf8))
+        XCTAssertTrue(source.isEmpty)
+        XCTAssertFalse(source.isAllocated, "the source holds what the destination held: nothing")
+
+        var more = ByteBuffer(capacity: 64)
+        Array(" world!".utf8).withUnsafeBytes { more.append($0) }
+        XCTAssertFalse(destination.transfer(6, from: &more), "a destination with bytes is appended to")
+        XCTAssertEqual(String(decoding: destination.readable, as: UTF8.self), "hello world")
+        XCTAssertEqual(String(decoding: more.readable, as: UTF8.self), "!")
+
+        var empty = ByteBuffer(capacity: 64)
+        Array("abc".utf8).withUnsafeBytes { more.append($0) }
+        XCTAssertFalse(empty.transfer(2, from: &more), "taking part of the source copies")
+        XCTAssertEqual(String(decoding: empty.readable, as: UTF8.self), "!a")
+        XCTAssertEqual(String(decoding: more.readable, as: UTF8.self), "bc")
+        XCTAssertFalse(empty.transfer(0, from: &more))
+        XCTAssertEqual(more.readableCount, 2)
+    }
+
     func testLogBufferFormatsNumbersAndAddresses() throws {
         var fds: [CInt] = [0, 0]
         XCTAssertEqual(pipe(&fds), 0)

@@ -95,5 +95,23 @@ struct ByteBuffer: ~Copyable {
     }
 
 
+    /// Moves the first `count` unread bytes of `source` to the end of this buffer. When
+    /// this buffer is empty and they are all that `source` holds, the two swap their
+    /// memory instead and no byte is copied, as haproxy's b_xfer() does. A relayed body
+    /// mostly takes that path: each read is passed on before the next. Returns whether
+    /// the buffers swapped; `source` then holds what this buffer held (nothing, maybe no
+    /// memory). Copying, this buffer must be allocated.
+    @discardableResult
+    mutating func transfer(_ count: Int, from source: inout ByteBuffer) -> Bool {
+        guard count > 0 else { return false }
+        if isEmpty && count == source.readableCount {
+            swap(&self, &source)
+            return true
+        }
+        append(UnsafeRawBufferPointer(rebasing: source.readable.prefix(count)))
+        source.consume(count)
+        return false
+    }
+
     mutating func clear() { start = 0; end = 0 }
 }
