@@ -43,6 +43,13 @@ ssize_t cbs_send_fds(int sock, const void *data, size_t len, const int *fds, int
     return sendmsg(sock, &msg, MSG_NOSIGNAL);
 }
 
+int cbs_peer_pid(int sock) {
+    struct ucred credentials;
+    socklen_t length = sizeof(credentials);
+    if (getsockopt(sock, SOL_SOCKET, SO_PEERCRED, &credentials, &length) != 0) return -1;
+    return credentials.pid;
+}
+
 ssize_t cbs_recv_fds(int sock, void *data, size_t len, int *fds, int maxfds, int *nfds) {
     union { char buf[CMSG_SPACE(sizeof(int) * CBS_MAX_FDS)]; struct cmsghdr align; } control;
     struct iovec iov = { .iov_base = data, .iov_len = len };

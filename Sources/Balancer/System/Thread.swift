@@ -28,4 +28,9 @@ public final class LoopThread: @unchecked Sendable {
     public func join() {
         _ = pthread_join(handle, nil)
     }
+
+    /// For a thread nobody will join: its resources go when it ends.
+    public func detach() {
+        _ = pthread_detach(handle)
+    }
 }

@@ -33,21 +33,45 @@ public enum UnixSocket {
         }
     }
 
-    /// Calls `body` with `path` as a sockaddr_un and its length (bind and connect); the
-    /// caller checked the path's length against `maximumPathLength`.
+    /// Calls `body` with `path` as a sockaddr_un and its length (bind, connect, sendto);
+    /// the caller checked the path's length against `maximumPathLength`. A path that
+    /// starts with "@" names an abstract socket (systemd's NOTIFY_SOCKET may be one): its
+    /// first byte is NUL and the length counts only the name, as unix(7) says.
     private static func withAddress<T>(of path: String,
                                        _ body: (UnsafePointer<sockaddr>, socklen_t) throws(SystemError) -> T) throws(SystemError) -> T {
         var address = sockaddr_un()
         address.sun_family = sa_family_t(AF_UNIX)
+        let abstract = path.hasPrefix("@")
         withUnsafeMutableBytes(of: &address.sun_path) { raw in
             raw.copyBytes(from: path.utf8)
-            raw[path.utf8.count] = 0
+            raw[abstract ? 0 : path.utf8.count] = 0
         }
+        let length = abstract ? MemoryLayout<sa_family_t>.size + path.utf8.count : MemoryLayout<sockaddr_un>.size
         return try withUnsafePointer(to: &address) { (pointer) throws(SystemError) -> T in
             try pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { (sa) throws(SystemError) -> T in
-                try body(sa, socklen_t(MemoryLayout<sockaddr_un>.size))
+                try body(sa, socklen_t(length))
             }
         }
+    }
+
+    /// The pid of the process at the other end of a connected unix socket (SO_PEERCRED).
+    public static func peerProcessID(_ fd: CInt) -> Int32? {
+        let pid = cbs_peer_pid(fd)
+        return pid > 0 ? pid : nil
+    }
+
+    /// Sends `bytes` as one datagram to the datagram socket at `path` (or "@name"), from
+    /// a socket made for the purpose and closed after: systemd's notification protocol.
+    public static func sendDatagram(_ bytes: [UInt8], to path: String) throws(SystemError) {
+        guard !path.isEmpty, path.utf8.count <= maximumPathLength else { throw SystemError("sendto", Errno(rawValue: ENAMETOOLONG)) }
+        let fd = try syscallValue(where: "socket") { Glibc.socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue | SOCK_CLOEXEC.rawValue), 0) }
+        defer { Posix.close(fd) }
+        let sent = try withAddress(of: path) { (sa, length) throws(SystemError) -> Int in
+            try syscallValue(where: "sendto") {
+                bytes.withUnsafeBytes { raw in Glibc.sendto(fd, raw.baseAddress, raw.count, CInt(MSG_NOSIGNAL), sa, length) }
+            }
+        }
+        if sent != bytes.count { throw SystemError("sendto", Errno(rawValue: EMSGSIZE)) }
     }
 
     /// Accepts one connection as a non-blocking socket.

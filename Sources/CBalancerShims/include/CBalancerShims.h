@@ -51,6 +51,10 @@ ssize_t cbs_send_fds(int sock, const void *data, size_t len, const int *fds, int
 /// after closing what did arrive.
 ssize_t cbs_recv_fds(int sock, void *data, size_t len, int *fds, int maxfds, int *nfds);
 
+/// The pid of the process at the other end of a unix socket (SO_PEERCRED, as the peer was
+/// when it connected), or -1 with errno set.
+int cbs_peer_pid(int sock);
+
 // Flags for socket(2) and accept4(2): SOCK_NONBLOCK | SOCK_CLOEXEC.
 int cbs_sock_flags(void);
 
