@@ -34,6 +34,9 @@ struct CommandLineOptions: Sendable, Equatable {
         case check
         /// Print the haproxy.cfg for what a run with the same options would do.
         case exportHAProxy
+        /// `reload SOCKET`: ask the balancerd whose Runtime API socket that is to start its
+        /// successor (Successor.swift), and wait for the outcome. systemd's ExecReload.
+        case reload(socket: String)
         case help
         case version
     }
@@ -113,6 +116,7 @@ struct CommandLineOptions: Sendable, Equatable {
                          [--check-interval DURATION] [--check-http PATH] [-x|--takeover PATH]
                balancerd check --config FILE
                balancerd export-haproxy [the options of a run]
+               balancerd reload SOCKET
                balancerd --help | --version
 
           --config FILE        read a haproxy.cfg (supported subset); cannot be combined with --listen/--server/--mode
@@ -157,6 +161,10 @@ struct CommandLineOptions: Sendable, Equatable {
           check                validate --config FILE and exit (status 0 when valid)
           export-haproxy       print the haproxy.cfg for a run with the same options (with --consul/--etcd:
                                one snapshot of the source)
+          reload SOCKET        replace the running balancerd whose Runtime API socket is SOCKET (level admin,
+                               expose-fd listeners) by a new process of the binary at its path, with its
+                               arguments: it re-reads the file and takes the listeners; exit 0 once it has,
+                               1 if it failed (the running one keeps serving). Also: SIGUSR2
           --help               print this help
           --version            print the version
 
@@ -173,6 +181,13 @@ struct CommandLineOptions: Sendable, Equatable {
         var used: [String] = []  // every flag, in order, for the `check` rule
         var remaining = arguments[...]
 
+        if remaining.first == "reload" {
+            guard remaining.count == 2, let socket = remaining.last, !socket.hasPrefix("-") else {
+                throw UsageError(message: "reload takes one argument: the Runtime API socket of the running balancerd (reload /run/balancerd/admin.sock)")
+            }
+            options.command = .reload(socket: socket)
+            return options
+        }
         if remaining.first == "check" {
             options.command = .check
             remaining = remaining.dropFirst()
@@ -435,7 +450,7 @@ struct CommandLineOptions: Sendable, Equatable {
             if configPath == nil && servers.isEmpty && !demo && discovery == nil && routes == nil {
                 throw UsageError(message: "no servers: give --server HOST:PORT, --consul URL, --etcd URL or --config FILE")
             }
-        case .help, .version:
+        case .help, .version, .reload:
             break
         }
     }

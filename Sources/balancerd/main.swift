@@ -69,6 +69,8 @@ case .exportHAProxy:
     } catch {
         fail("balancerd: \(error)", code: 1)
     }
+case .reload(let socket):
+    exit(ReloadCommand.run(socket: socket))
 case .run:
     break
 }
@@ -78,8 +80,9 @@ case .run:
 // async-signal-safety questions anywhere. (SIGPIPE is the library's business:
 // `Proxy.start()` ignores it.)
 // SIGUSR1 is haproxy's soft stop; here it is also how the Runtime API thread hands a
-// `_softstop` (the end of a handover) to this thread.
-let controlSignals: [CInt] = [SIGTERM, SIGINT, SIGHUP, SIGUSR1]
+// `_softstop` (the end of a handover) to this thread. SIGUSR2 starts the successor, as
+// the Runtime API's `reload` does (nginx's and haproxy's master's binary upgrade).
+let controlSignals: [CInt] = [SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2]
 _ = controlSignals.withUnsafeBufferPointer { blockSignals($0) }
 
 var configuration: Configuration
@@ -194,13 +197,37 @@ if let statsConfig = configuration.stats {
 
 var runtimeSocket: RuntimeSocketServer?
 let handedOver = Atomic<Bool>(false)
+let successor = Successor(commandLine: CommandLine.arguments,
+                          socketPath: configuration.global.statsSocket.flatMap { $0.exposeFDListeners ? $0.path : nil })
+/// `reload` and SIGUSR2: systemd hears that a reload runs, and that it ended if it failed
+/// (if it worked, the `_softstop` below says so, with the new main pid).
+@Sendable func startSuccessor(_ answer: @escaping @Sendable (Successor.Outcome) -> Void) {
+    SystemdNotify.send("RELOADING=1", "STATUS=starting a new process")
+    successor.start { outcome in
+        switch outcome {
+        case .tookOver(let pid):
+            ControlLog.line("balancerd: reload: pid \(pid) took the listeners")
+        case .failed(let reason):
+            ControlLog.line("balancerd: reload failed: \(reason); this process keeps serving")
+            SystemdNotify.send("READY=1", "STATUS=reload failed: \(reason)")
+        }
+        answer(outcome)
+    }
+}
 if let socketConfig = configuration.global.statsSocket {
     do {
         // `_softstop` from the process that took our listeners: the same graceful stop as
-        // SIGTERM, started on this (main) thread through a signal to the process.
-        runtimeSocket = try RuntimeSocketServer(proxy: proxy, config: socketConfig, version: version, softStop: {
+        // SIGTERM, started on this (main) thread through a signal to the process. Under
+        // systemd that process is the service's main one from now on.
+        runtimeSocket = try RuntimeSocketServer(proxy: proxy, config: socketConfig, version: version, softStop: { newOwner in
             handedOver.store(true, ordering: .releasing)
+            successor.tookOver(by: newOwner)
+            if let newOwner {
+                SystemdNotify.send("MAINPID=\(newOwner)", "READY=1", "STATUS=handed the listeners to pid \(newOwner)")
+            }
             _ = kill(getpid(), SIGUSR1)
+        }, reload: { finish in
+            startSuccessor { finish($0.answer) }
         })
         ControlLog.line("balancerd: runtime API on unix socket \(socketConfig.path) (level \(socketConfig.level.rawValue))\(socketConfig.exposeFDListeners ? " with expose-fd listeners" : "")")
     } catch {
@@ -224,12 +251,20 @@ if let handover {
     } catch {
         ControlLog.line("balancerd: warning: handover: \(error); pid \(handover.oldPID) still runs: stop it with SIGTERM")
     }
+} else {
+    // A process that took over says nothing: the old one tells systemd (MAINPID).
+    SystemdNotify.send("READY=1", "STATUS=listening on \(proxy.boundAddresses.count) address(es)")
 }
 
 while true {
     let received = controlSignals.withUnsafeBufferPointer { waitForSignal($0, timeoutMilliseconds: 1000) }
+    successor.expire(now: Posix.monotonicNanoseconds())
     switch received {
+    case SIGUSR2:
+        startSuccessor { _ in }
     case SIGHUP:
+        SystemdNotify.send("RELOADING=1", "STATUS=re-reading the configuration")
+        defer { SystemdNotify.send("READY=1", "STATUS=listening on \(proxy.boundAddresses.count) address(es)") }
         guard let path = options.configPath else {
             // Without a file, the certificates of --tls-cert are what a reload can change.
             if proxy.configuration.frontends.contains(where: { !$0.tls.isEmpty }) {
@@ -254,10 +289,13 @@ while true {
     case SIGTERM, SIGINT, SIGUSR1:
         let cause = handedOver.load(ordering: .acquiring) ? "handover" : received == SIGTERM ? "SIGTERM" : received == SIGINT ? "SIGINT" : "SIGUSR1"
         ControlLog.line("balancerd: stopping on \(cause): \(proxy.activeConnections) connection(s) open, grace \(DurationParser.format(options.grace))")
+        if !handedOver.load(ordering: .acquiring) { SystemdNotify.send("STOPPING=1") }
         discovery.stop()
         stats?.stop()
-        runtimeSocket?.stop()
         proxy.shutdown(grace: options.grace)
+        // After the connections: the `reload` that started the new process hears its
+        // answer on this socket, and the answer may still be on its way.
+        runtimeSocket?.stop()
         demo?.stop()
         ControlLog.line("balancerd: stopped")
         exit(0)

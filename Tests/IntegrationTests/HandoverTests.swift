@@ -42,8 +42,8 @@ final class HandoverTests: XCTestCase {
 
     /// Starts balancerd with `arguments` and waits until it listens (and, with `-x`, until
     /// it told the old process to stop). Stopped when the test ends.
-    private func start(_ arguments: [String], takeover: Bool = false) throws -> BalancerdProcess {
-        let balancer = try BalancerdProcess(arguments: arguments)
+    private func start(_ arguments: [String], takeover: Bool = false, environment: [String: String] = [:]) throws -> BalancerdProcess {
+        let balancer = try BalancerdProcess(arguments: arguments, environment: environment)
         addTeardownBlock { balancer.stop(timeout: 3) }
         _ = try balancer.port()
         if takeover {
@@ -56,84 +56,6 @@ final class HandoverTests: XCTestCase {
 
     // MARK: under load
 
-    /// A client that keeps sending: keep-alive connections (reconnecting after a
-    /// `Connection: close`) and one new connection per request, until told to stop.
-    private final class Load: @unchecked Sendable {
-        let port: UInt16
-        let done = Atomic<Bool>(false)
-        let served = Atomic<Int>(0)
-        let failures = Mutex<[String]>([])
-        private var threads: [JoinableThread] = []
-
-        init(port: UInt16, keepAlive: Int, fresh: Int) {
-            self.port = port
-            for i in 0..<keepAlive { threads.append(JoinableThread(name: "ts-ka-\(i)") { self.keepAliveLoop() }) }
-            for i in 0..<fresh { threads.append(JoinableThread(name: "ts-new-\(i)") { self.freshLoop() }) }
-        }
-
-        private func fail(_ message: String) { failures.withLock { $0.append(message) } }
-
-        private func keepAliveLoop() {
-            var connection: HTTPClientConnection?
-            var count = 0
-            // Bounded in count as well as by the test's stop.
-            while !done.load(ordering: .acquiring) && count < 20_000 {
-                count += 1
-                do {
-                    if connection == nil { connection = try HTTPClientConnection(port: port) }
-                    try connection!.send(getRequest("/ka"))
-                    let response = try connection!.readResponse()
-                    guard response.status == 200 else { fail("keep-alive: status \(response.status)"); continue }
-                    served.add(1, ordering: .relaxed)
-                    if response.header("Connection")?.lowercased() == "close" {
-                        let end = rawRead(connection!.fd, timeout: 5)
-                        if end != .eof { fail("keep-alive: \(end) instead of a clean close after Connection: close") }
-                        connection!.close()
-                        connection = nil
-                    }
-                } catch {
-                    fail("keep-alive request \(count): \(error)")
-                    connection?.close()
-                    connection = nil
-                }
-            }
-            connection?.close()
-        }
-
-        private func freshLoop() {
-            var count = 0
-            while !done.load(ordering: .acquiring) && count < 20_000 {
-                count += 1
-                do {
-                    let connection = try HTTPClientConnection(port: port)
-                    defer { connection.close() }
-                    try connection.send(getRequest("/new", extra: "Connection: close\r\n"))
-                    let response = try connection.readResponse()
-                    guard response.status == 200 else { fail("new connection: status \(response.status)"); continue }
-                    served.add(1, ordering: .relaxed)
-                } catch {
-                    fail("new connection \(count): \(error)")
-                }
-            }
-        }
-
-        /// Waits until `count` more requests were served (or `timeout` seconds passed).
-        func waitForMore(_ count: Int, timeout: Double = 20) -> Bool {
-            let target = served.load(ordering: .relaxed) + count
-            let deadline = Deadline(secondsFromNow: timeout)
-            while served.load(ordering: .relaxed) < target {
-                if deadline.remainingSeconds <= 0 { return false }
-                usleep(5_000)
-            }
-            return true
-        }
-
-        func stop() {
-            done.store(true, ordering: .releasing)
-            for thread in threads { thread.join() }
-        }
-    }
-
     func testTwoHandoversUnderLoadLoseNoRequest() throws {
         let servers = try startHTTPServers(["s1", "s2"])
         let port = try freePort()
@@ -141,7 +63,7 @@ final class HandoverTests: XCTestCase {
         let arguments = ["--config", file, "--grace", "20s"]
 
         let first = try start(arguments + ["--threads", "2"])
-        let load = Load(port: port, keepAlive: 3, fresh: 2)
+        let load = RequestLoad(port: port, keepAlive: 3, fresh: 2)
         var stopped = false
         defer { if !stopped { load.stop() } }
         XCTAssertTrue(load.waitForMore(300), "the load did not get going\n\(tail(first))")
@@ -169,6 +91,103 @@ final class HandoverTests: XCTestCase {
         XCTAssertNotNil(third.waitForLine(containing: "from pid \(second.pid)"), tail(third))
         XCTAssertNotNil(first.waitForLine(containing: "stopping on handover"), tail(first))
         XCTAssertEqual(third.stop(timeout: 25), 0)
+    }
+
+    /// The shared-listener layout (one listener that every loop watches,
+    /// BALANCERD_LISTENER=shared) hands over to the per-loop one (a SO_REUSEPORT listener
+    /// per loop) and back, under load.
+    func testHandoverBetweenSharedAndPerLoopListenersLosesNoRequest() throws {
+        let servers = try startHTTPServers(["s1", "s2"])
+        let port = try freePort()
+        let file = try directory.write(config(port: port, servers: servers), to: "balancerd.cfg")
+        let arguments = ["--config", file, "--grace", "20s", "--threads", "2"]
+        let shared = ["BALANCERD_LISTENER": "shared"]
+
+        let first = try start(arguments, environment: shared)
+        let load = RequestLoad(port: port, keepAlive: 3, fresh: 2)
+        var stopped = false
+        defer { if !stopped { load.stop() } }
+        XCTAssertTrue(load.waitForMore(300), "the load did not get going\n\(tail(first))")
+
+        let second = try start(arguments + ["-x", socketPath], takeover: true)
+        XCTAssertTrue(load.waitForMore(300), "no requests after shared → per-loop\n\(tail(second))")
+        XCTAssertEqual(first.waitForExit(timeout: 25), 0, tail(first))
+        XCTAssertNotNil(second.waitForLine(containing: "listening socket(s) from pid \(first.pid)"), tail(second))
+
+        let third = try start(arguments + ["-x", socketPath], takeover: true, environment: shared)
+        XCTAssertTrue(load.waitForMore(300), "no requests after per-loop → shared\n\(tail(third))")
+        XCTAssertEqual(second.waitForExit(timeout: 25), 0, tail(second))
+        XCTAssertNotNil(third.waitForLine(containing: "listening socket(s) from pid \(second.pid)"), tail(third))
+        XCTAssertTrue(load.waitForMore(300), "no requests once the third process is alone\n\(tail(third))")
+        load.stop()
+        stopped = true
+
+        let failures = load.failures.withLock { $0 }
+        XCTAssertEqual(failures, [], "\(failures.count) failed of \(load.served.load(ordering: .relaxed)) requests")
+        XCTAssertEqual(third.stop(timeout: 25), 0)
+    }
+
+    /// `balancerd reload SOCKET` and SIGUSR2: the running process starts the binary at its
+    /// own path again, with its arguments and `-x SOCKET`. A successor that fails is
+    /// reported with its exit status, and the old process serves on; one that works takes
+    /// the listeners, and the command returns once it has.
+    func testReloadStartsTheBinaryAtItsPathAgainAndReportsAFailure() throws {
+        let servers = try startHTTPServers(["s1"])
+        let port = try freePort()
+        let file = try directory.write(config(port: port, servers: servers), to: "balancerd.cfg")
+        let binary = directory.file("balancerd")
+        try FileManager.default.copyItem(atPath: try BalancerdProcess.binaryPath(), toPath: binary)
+        let first = try BalancerdProcess(arguments: ["--config", file, "--grace", "5s"], binary: binary)
+        _ = try first.port()
+        // The successors are the first process's children, and later orphans: stopped by
+        // the pids they announce.
+        let successors = Mutex<[Int32]>([])
+        addTeardownBlock {
+            let pids = successors.withLock { $0 }
+            for pid in pids where !processGone(pid) { _ = kill(pid, SIGTERM) }
+            _ = waitUntil(timeout: 10) { pids.allSatisfy(processGone) }
+            first.stop(timeout: 3)
+        }
+        func get(_ path: String) throws -> Int {
+            let connection = try HTTPClientConnection(port: port)
+            defer { connection.close() }
+            try connection.send(getRequest(path, extra: "Connection: close\r\n"))
+            return try connection.readResponse().status
+        }
+
+        // A binary that cannot start: the reload fails, nothing changes.
+        XCTAssertEqual(rename(binary, binary + ".real"), 0)
+        try writeFile(binary, "#!/bin/sh\nexit 3\n")
+        XCTAssertEqual(chmod(binary, 0o755), 0)
+        let failed = try BalancerdProcess.run(["reload", socketPath], timeout: 60)
+        XCTAssertEqual(failed.exitCode, 1, failed.allText)
+        XCTAssertTrue(failed.allText.contains("exited with status 3"), failed.allText)
+        XCTAssertTrue(failed.allText.contains("pid \(first.pid) keeps serving"), failed.allText)
+        XCTAssertTrue(first.isRunning)
+        XCTAssertEqual(try get("/after-failure"), 200)
+
+        // The real binary back: the reload works and names the new process.
+        XCTAssertEqual(rename(binary + ".real", binary), 0)
+        let worked = try BalancerdProcess.run(["reload", socketPath], timeout: 60)
+        XCTAssertEqual(worked.exitCode, 0, worked.allText)
+        let second = try XCTUnwrap(worked.stdoutText.firstMatch(of: /pid (\d+) took the listeners/).flatMap { Int32($0.1) },
+                                   worked.allText)
+        successors.withLock { $0.append(second) }
+        XCTAssertTrue(waitUntil(timeout: 15) { !first.isRunning }, "the old process exits after the handover\n\(first.outputText)")
+        XCTAssertEqual(try get("/after-reload"), 200)
+
+        // SIGUSR2 does the same, without anyone waiting for an answer. The successors
+        // write to the first process's output, which they inherited.
+        XCTAssertEqual(kill(second, SIGUSR2), 0)
+        var third: Int32?
+        XCTAssertTrue(waitUntil(timeout: 30) {
+            third = first.lines.lazy.compactMap { $0.firstMatch(of: /reload: pid (\d+) took the listeners/).flatMap { Int32($0.1) } }
+                .first { $0 != second }
+            return third != nil
+        }, "no successor after SIGUSR2\n\(first.outputText)")
+        if let third { successors.withLock { $0.append(third) } }
+        XCTAssertTrue(waitUntil(timeout: 15) { processGone(second) }, "the second process exits after the handover\n\(first.outputText)")
+        XCTAssertEqual(try get("/after-usr2"), 200)
     }
 
     /// A handover after a live reload sends the sockets the loops listen on now: the bind
@@ -366,13 +385,11 @@ final class HandoverTests: XCTestCase {
     }
 }
 
-/// One read straight from the socket: data, EOF, or the error (ECONNRESET for a reset).
-private func rawRead(_ fd: Int32, timeout: Double) -> ReadResult {
-    var byte: UInt8 = 0
-    var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-    guard poll(&p, 1, Int32(timeout * 1000)) == 1 else { return .timeout }
-    let n = recv(fd, &byte, 1, Int32(MSG_DONTWAIT))
-    if n > 0 { return .data([byte]) }
-    if n == 0 { return .eof }
-    return .error(errno)
+/// Whether `pid` has exited: no such process, or a zombie nobody reaped yet (a process
+/// whose parent exited is reaped by whoever adopts it, not by the test).
+private func processGone(_ pid: Int32) -> Bool {
+    guard kill(pid, 0) == 0 else { return true }
+    let stat = (try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8)) ?? ""
+    guard let close = stat.lastIndex(of: ")") else { return true }
+    return stat[close...].dropFirst(2).first == "Z"
 }

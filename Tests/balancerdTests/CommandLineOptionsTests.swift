@@ -50,6 +50,26 @@ final class CommandLineOptionsTests: XCTestCase {
         assertUsageError(["--config", "x.cfg", "check"], "unexpected argument 'check' ('check' must come first)")
     }
 
+    func testReload() throws {
+        XCTAssertEqual(try parse("reload", "/run/balancerd/admin.sock").command, .reload(socket: "/run/balancerd/admin.sock"))
+        let message = "reload takes one argument: the Runtime API socket of the running balancerd (reload /run/balancerd/admin.sock)"
+        assertUsageError(["reload"], message)
+        assertUsageError(["reload", "--config", "x.cfg"], message)
+        assertUsageError(["reload", "/run/a.sock", "/run/b.sock"], message)
+    }
+
+    /// The successor runs the same arguments, without the -x of the process it replaces.
+    func testSuccessorKeepsTheArgumentsButAnEarlierTakeover() {
+        let successor = Successor(commandLine: ["/usr/local/bin/balancerd", "--config", "f.cfg", "-x", "/run/old.sock",
+                                                "--grace", "30s", "--takeover=/run/older.sock", "--takeover", "/run/x.sock"],
+                                  socketPath: "/run/balancerd/admin.sock")
+        XCTAssertEqual(successor.executable, "/usr/local/bin/balancerd")
+        XCTAssertEqual(successor.arguments, ["--config", "f.cfg", "--grace", "30s"])
+        let relative = Successor(commandLine: ["./balancerd", "--config", "f.cfg"], socketPath: nil)
+        XCTAssertEqual(relative.executable, FileManager.default.currentDirectoryPath + "/./balancerd")
+        XCTAssertEqual(Successor(commandLine: ["balancerd"], socketPath: nil).executable, "balancerd", "a bare name is looked up in PATH")
+    }
+
     // MARK: flags
 
     func testDefaults() throws {

@@ -19,7 +19,13 @@ public final class RuntimeSocketServer: Sendable {
     /// For handing the listeners over (`_getsocks`), and what `_softstop` calls: the
     /// daemon's graceful stop (it must not block this thread).
     private let proxy: Proxy
-    private let softStop: (@Sendable () -> Void)?
+    private let softStop: (@Sendable (_ newOwner: Int32?) -> Void)?
+    /// What `reload` runs (haproxy's master CLI command; the daemon starts its successor),
+    /// nil where nobody can: the embedder's proxy. It answers later, through `finish`.
+    private let reload: (@Sendable (_ finish: @escaping @Sendable (String) -> Void) -> Void)?
+    /// Answers of `reload` that came back from another thread, by client, for `run` to
+    /// send (it is woken through `wake`).
+    private let finishedAnswers = Mutex<[(client: UInt64, text: String)]>([])
     /// The socket file this server bound, so that `stop` removes only its own: after a
     /// handover the path names the new process's socket.
     private let file: UnixSocket.FileIdentity?
@@ -35,12 +41,16 @@ public final class RuntimeSocketServer: Sendable {
     /// A stale socket file at `config.path` is replaced.
     ///
     /// `softStop`: what a `_softstop` from the process that took the listeners runs
-    /// (a socket with `expose-fd listeners` only); nil refuses the handover.
+    /// (a socket with `expose-fd listeners` only), given that process's pid; nil refuses
+    /// the handover. `reload`: what the `reload` command runs (level admin); nil answers
+    /// that this process cannot.
     public init(proxy: Proxy, config: RuntimeSocketConfig, version: String,
-                softStop: (@Sendable () -> Void)? = nil) throws(SystemError) {
+                softStop: (@Sendable (_ newOwner: Int32?) -> Void)? = nil,
+                reload: (@Sendable (_ finish: @escaping @Sendable (String) -> Void) -> Void)? = nil) throws(SystemError) {
         self.config = config
         self.proxy = proxy
         self.softStop = softStop
+        self.reload = reload
         api = RuntimeAPI(proxy: proxy, version: version)
         listener = try UnixSocket.listen(path: config.path, mode: config.mode)
         file = UnixSocket.fileIdentity(config.path)
@@ -78,6 +88,7 @@ public final class RuntimeSocketServer: Sendable {
 
     /// One connection: its unanswered input, its unsent output, and haproxy's session.
     private struct Client {
+        var id: UInt64
         var fd: CInt
         var session: RuntimeSession
         var input: [UInt8] = []
@@ -88,25 +99,34 @@ public final class RuntimeSocketServer: Sendable {
         var peerClosed = false
         /// This client took the listeners (`_getsocks`): it may send `_softstop`.
         var tookListeners = false
+        /// A `reload` runs for this client: no further line is answered until it ends.
+        var waitingForReload = false
     }
 
     private func run() {
         var clients: [Client] = []
+        var nextID: UInt64 = 0
         var buffer = [UInt8](repeating: 0, count: 16 * 1024)
         while !stopping.load(ordering: .acquiring) {
             var requests = [Posix.PollRequest(fd: wake, events: .readable)]
             if clients.count < Self.maximumClients { requests.append(Posix.PollRequest(fd: listener, events: .readable)) }
-            for client in clients {
+            // A client that waits for its `reload` and has closed its side would be
+            // readable (EOF) on every poll: it is not watched until its answer comes.
+            for client in clients where !(client.waitingForReload && client.peerClosed) {
                 requests.append(Posix.PollRequest(fd: client.fd, events: client.sent < client.output.count ? .writable : .readable))
             }
             let now = Posix.monotonicNanoseconds()
             let nearest = clients.map(\.deadline).min().map { max(0, ($0 - now) / 1_000_000) + 1 } ?? 1000
             guard (try? Posix.poll(&requests, timeoutMilliseconds: Int(min(nearest, 1000)))) != nil else { continue }
             if stopping.load(ordering: .acquiring) { break }
+            if !requests[0].returned.isEmpty {
+                EventFD.drain(wake)
+                deliverFinishedAnswers(to: &clients)
+            }
 
             for request in requests.dropFirst() where !request.returned.isEmpty {
                 if request.fd == listener {
-                    acceptClients(into: &clients)
+                    acceptClients(into: &clients, nextID: &nextID)
                 } else if let index = clients.firstIndex(where: { $0.fd == request.fd }) {
                     if !serve(&clients[index], buffer: &buffer) {
                         Posix.close(clients[index].fd)
@@ -125,10 +145,45 @@ public final class RuntimeSocketServer: Sendable {
         for client in clients { Posix.close(client.fd) }
     }
 
-    private func acceptClients(into clients: inout [Client]) {
+    private func acceptClients(into clients: inout [Client], nextID: inout UInt64) {
         while clients.count < Self.maximumClients, case .processed(let fd)? = try? UnixSocket.accept(listener) {
             let session = RuntimeSession(level: config.level)
-            clients.append(Client(fd: fd, session: session, deadline: Self.deadline(after: session.timeout)))
+            nextID += 1
+            clients.append(Client(id: nextID, fd: fd, session: session, deadline: Self.deadline(after: session.timeout)))
+        }
+    }
+
+    /// `reload`: starts the daemon's reload and holds the client until its answer. The
+    /// answer comes from another thread; `deliverFinishedAnswers` sends it.
+    private func startReload(_ client: inout Client) -> String {
+        guard client.session.level == .admin else { return "Permission denied\n" }
+        guard let reload else {
+            return "Success=0\n--\nreload: this process cannot start its successor (only the balancerd daemon can)\n"
+        }
+        client.waitingForReload = true
+        client.session.timeout = Self.handoverTimeout
+        let id = client.id
+        reload { [self] text in
+            finishedAnswers.withLock { $0.append((id, text)) }
+            EventFD.signal(wake)
+        }
+        return ""
+    }
+
+    private func deliverFinishedAnswers(to clients: inout [Client]) {
+        let answers = finishedAnswers.withLock { answers in
+            defer { answers.removeAll() }
+            return answers
+        }
+        for answer in answers {
+            guard let index = clients.firstIndex(where: { $0.id == answer.client }) else { continue }
+            clients[index].waitingForReload = false
+            clients[index].session.closing = true
+            clients[index].output.append(contentsOf: answer.text.utf8)
+            if !answerLines(&clients[index]) {
+                Posix.close(clients[index].fd)
+                clients.remove(at: index)
+            }
         }
     }
 
@@ -201,7 +256,7 @@ public final class RuntimeSocketServer: Sendable {
     /// Runs every complete line of input (a last line without "\n" too once the peer has
     /// closed) until the session closes; queues the answers and tries to send them.
     private func answerLines(_ client: inout Client) -> Bool {
-        while !client.session.closing {
+        while !client.session.closing && !client.waitingForReload {
             let line: [UInt8]
             if let newline = client.input.firstIndex(of: UInt8(ascii: "\n")) {
                 line = Array(client.input[..<newline])
@@ -221,7 +276,9 @@ public final class RuntimeSocketServer: Sendable {
                 // The process that took the listeners is accepting: stop, gracefully.
                 answer = "stopping\n"
                 client.session.closing = true
-                softStop?()
+                softStop?(UnixSocket.peerProcessID(client.fd))
+            case ["reload"]:
+                answer = startReload(&client)
             default:
                 answer = api.execute(line: text, session: &client.session)
             }
@@ -229,7 +286,7 @@ public final class RuntimeSocketServer: Sendable {
             client.deadline = Self.deadline(after: client.session.timeout)
         }
         if client.input.count > Self.maximumLine { return false }
-        if client.output.isEmpty { return !(client.session.closing || client.peerClosed) }
+        if client.output.isEmpty { return client.waitingForReload || !(client.session.closing || client.peerClosed) }
         // Send now; what does not fit goes when the socket is writable.
         let result = client.output.withUnsafeBytes { try? Posix.write(client.fd, $0) }
         switch result {
