@@ -50,6 +50,34 @@ final class DiscoveryComposeTests: XCTestCase {
         return services
     }
 
+    /// The README's docker-compose form of the upgrade: Debian's docker-compose accepts it,
+    /// and the next balancerd shares the running one's network namespace and socket
+    /// directory and takes over with -x. What happens then is HandoverTests' (two processes,
+    /// one network namespace, one socket); only Docker itself is not run here.
+    func testReadmeUpgradeSketchIsAValidComposeFile() throws {
+        let readme = try String(contentsOfFile: Self.repositoryRoot + "/README.md", encoding: .utf8)
+        let lines = readme.components(separatedBy: "\n")
+        guard let section = lines.firstIndex(of: "## Upgrades without a dropped connection"),
+              let open = lines[section...].firstIndex(of: "```yaml"),
+              let close = lines[(open + 1)...].firstIndex(of: "```") else {
+            return XCTFail("README.md has no ```yaml block under '## Upgrades without a dropped connection'")
+        }
+        let directory = try TempDirectory(prefix: "balancerd-compose")
+        defer { directory.remove() }
+        let file = try directory.write(lines[(open + 1)..<close].joined(separator: "\n") + "\n", to: "docker-compose.yml")
+        _ = try directory.write("global\n", to: "balancerd.cfg")
+        let result = try runProcess(try Self.dockerComposePath(), ["-f", file, "--profile", "upgrade", "config"], timeout: 20)
+        XCTAssertEqual(result.exitCode, 0, "docker-compose config failed:\n\(result.allText)")
+        let services = Self.services(in: result.stdout)
+        for name in ["balancerd", "balancerd-next"] {
+            let service = services[name] ?? []
+            XCTAssertTrue(service.contains { $0.contains("network_mode: service:edge") }, "\(name) shares edge's network:\n\(result.stdoutText)")
+            XCTAssertTrue(service.contains { $0.contains("/run/balancerd") }, "\(name) mounts the socket directory:\n\(result.stdoutText)")
+        }
+        XCTAssertTrue((services["balancerd-next"] ?? []).contains { $0.trimmingCharacters(in: .whitespaces) == "- -x" },
+                      "balancerd-next takes over with -x:\n\(result.stdoutText)")
+    }
+
     func testComposeFileIsValidAndWiresBalancerdToConsul() throws {
         let file = Self.repositoryRoot + "/docker-compose.yml"
         XCTAssertEqual(access(file, R_OK), 0, "\(file) is missing")
