@@ -127,10 +127,11 @@ final class HandoverTests: XCTestCase {
         XCTAssertEqual(third.stop(timeout: 25), 0)
     }
 
-    /// `balancerd reload SOCKET` and SIGUSR2: the running process starts the binary at its
-    /// own path again, with its arguments and `-x SOCKET`. A successor that fails is
-    /// reported with its exit status, and the old process serves on; one that works takes
-    /// the listeners, and the command returns once it has.
+    /// `balancerd reload SOCKET`, the Runtime API's `reload` (through socat) and SIGUSR2:
+    /// the running process starts the binary at its own path again, with its arguments and
+    /// `-x SOCKET`. A successor that fails is reported with its exit status, and the old
+    /// process serves on; one that works takes the listeners, and the answer comes once it
+    /// has.
     func testReloadStartsTheBinaryAtItsPathAgainAndReportsAFailure() throws {
         let servers = try startHTTPServers(["s1"])
         let port = try freePort()
@@ -166,10 +167,12 @@ final class HandoverTests: XCTestCase {
         XCTAssertTrue(first.isRunning)
         XCTAssertEqual(try get("/after-failure"), 200)
 
-        // The real binary back: the reload works and names the new process.
+        // The real binary back: the reload works and names the new process. Asked with
+        // socat as the README shows, to see the Runtime API's answer as a script does.
         XCTAssertEqual(rename(binary + ".real", binary), 0)
-        let worked = try BalancerdProcess.run(["reload", socketPath], timeout: 60)
+        let worked = try runProcess("/bin/sh", ["-c", "echo reload | socat -t 60 \(socketPath) -"], timeout: 60)
         XCTAssertEqual(worked.exitCode, 0, worked.allText)
+        XCTAssertEqual(worked.stdout.prefix(2), ["Success=1", "--"], worked.allText)
         let second = try XCTUnwrap(worked.stdoutText.firstMatch(of: /pid (\d+) took the listeners/).flatMap { Int32($0.1) },
                                    worked.allText)
         successors.withLock { $0.append(second) }
