@@ -8,9 +8,8 @@
 //   so nothing of the machine's starts: no sysinit.target with its tmpfiles (Debian's
 //   would empty /tmp), no fstab generator, no nginx or haproxy;
 // - it gets a cgroup v2 directory of its own (and a cgroup namespace rooted there), as
-//   on a Debian 12 host, which uses the unified hierarchy. This matters: on the legacy
-//   hierarchy in a container systemd cannot see a cgroup empty, so it does not wait for
-//   a main process it did not fork (one that came with MAINPID=) and kills it at once;
+//   on a Debian 12 host, which uses the unified hierarchy: on the legacy hierarchy in a
+//   container systemd cannot see a cgroup go empty, and stops differently;
 // - `container=` tells systemd it is in a container, which skips what it does to a whole
 //   machine at boot.
 //
