@@ -68,10 +68,13 @@ public final class SystemdNamespace: @unchecked Sendable {
         let child = try ChildProcess(executable: "/bin/sh", arguments: ["-c", outer, "sh", inner])
         cgroup = "\(hierarchy)/balancerd-test-\(child.pid)"
         self.child = child
-        // unshare forks systemd as its only child.
+        // unshare forks systemd as its only child. Until the shell has become unshare, its
+        // children are the shell's own (mkdir), which come and go: they are not it.
         var found: Int32?
         _ = waitUntil(timeout: 10) {
             if child.hasExited { return true }
+            let command = (try? String(contentsOfFile: "/proc/\(child.pid)/comm", encoding: .utf8)) ?? ""
+            guard command == "unshare\n" else { return false }
             let children = (try? String(contentsOfFile: "/proc/\(child.pid)/task/\(child.pid)/children", encoding: .utf8)) ?? ""
             found = children.split(separator: " ").first.flatMap { Int32($0) }
             return found != nil
@@ -83,7 +86,7 @@ public final class SystemdNamespace: @unchecked Sendable {
         pid = found
         var state = ""
         let up = waitUntil(timeout: timeout) {
-            state = (try? self.systemctl(["is-system-running"]))?.stdoutText ?? ""
+            state = (try? self.systemctl(["is-system-running"]))?.allText ?? ""
             return state == "running" || state == "degraded"
         }
         guard up else {
