@@ -10,11 +10,6 @@ import TestSupport
 import XCTest
 
 final class DiscoveryComposeTests: XCTestCase {
-    /// …/Tests/IntegrationTests/DiscoveryComposeTests.swift → the repository root.
-    static var repositoryRoot: String {
-        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
-    }
-
     static func dockerComposePath() throws -> String {
         var candidates: [String] = []
         if let path = getenv("PATH").map({ String(cString: $0) }) {
@@ -55,16 +50,10 @@ final class DiscoveryComposeTests: XCTestCase {
     /// directory and takes over with -x. What happens then is HandoverTests' (two processes,
     /// one network namespace, one socket); only Docker itself is not run here.
     func testReadmeUpgradeSketchIsAValidComposeFile() throws {
-        let readme = try String(contentsOfFile: Self.repositoryRoot + "/README.md", encoding: .utf8)
-        let lines = readme.components(separatedBy: "\n")
-        guard let section = lines.firstIndex(of: "## Upgrades without a dropped connection"),
-              let open = lines[section...].firstIndex(of: "```yaml"),
-              let close = lines[(open + 1)...].firstIndex(of: "```") else {
-            return XCTFail("README.md has no ```yaml block under '## Upgrades without a dropped connection'")
-        }
+        let sketch = try readmeCodeBlock("yaml", under: "## Upgrades without a dropped connection")
         let directory = try TempDirectory(prefix: "balancerd-compose")
         defer { directory.remove() }
-        let file = try directory.write(lines[(open + 1)..<close].joined(separator: "\n") + "\n", to: "docker-compose.yml")
+        let file = try directory.write(sketch, to: "docker-compose.yml")
         _ = try directory.write("global\n", to: "balancerd.cfg")
         let result = try runProcess(try Self.dockerComposePath(), ["-f", file, "--profile", "upgrade", "config"], timeout: 20)
         XCTAssertEqual(result.exitCode, 0, "docker-compose config failed:\n\(result.allText)")
@@ -79,7 +68,7 @@ final class DiscoveryComposeTests: XCTestCase {
     }
 
     func testComposeFileIsValidAndWiresBalancerdToConsul() throws {
-        let file = Self.repositoryRoot + "/docker-compose.yml"
+        let file = packageRoot() + "/docker-compose.yml"
         XCTAssertEqual(access(file, R_OK), 0, "\(file) is missing")
         let result = try runProcess(try Self.dockerComposePath(), ["-f", file, "config"], timeout: 20)
         XCTAssertEqual(result.exitCode, 0, "docker-compose config failed:\n\(result.allText)")

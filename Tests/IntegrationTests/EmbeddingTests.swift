@@ -6,30 +6,9 @@ import TestSupport
 import XCTest
 
 final class EmbeddingTests: XCTestCase {
-    private var repository: URL {
-        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-    }
-
-    /// The text of the first ```swift block of the README section `heading`.
-    private func readmeCodeBlock(under heading: String) throws -> String {
-        let readme = try String(contentsOf: repository.appendingPathComponent("README.md"), encoding: .utf8)
-        let lines = readme.components(separatedBy: "\n")
-        guard let section = lines.firstIndex(of: heading) else {
-            throw TestSupportError("README.md has no '\(heading)' heading")
-        }
-        guard let open = lines[section...].firstIndex(of: "```swift"),
-              !lines[(section + 1)..<open].contains(where: { $0.hasPrefix("## ") }) else {
-            throw TestSupportError("no ```swift block in README.md section '\(heading)'")
-        }
-        guard let close = lines[(open + 1)...].firstIndex(of: "```") else {
-            throw TestSupportError("the ```swift block of '\(heading)' is not closed")
-        }
-        return lines[(open + 1)..<close].map { $0 + "\n" }.joined()
-    }
-
     func testReadmeShowsTheExampleAsItIs() throws {
-        let example = try String(contentsOf: repository.appendingPathComponent("Examples/Embedded/main.swift"), encoding: .utf8)
-        let shown = try readmeCodeBlock(under: "## Embedding")
+        let example = try String(contentsOfFile: packageRoot() + "/Examples/Embedded/main.swift", encoding: .utf8)
+        let shown = try readmeCodeBlock("swift", under: "## Embedding")
         XCTAssertEqual(shown, example, "README.md's embedding example and Examples/Embedded/main.swift differ: copy the file into the README")
     }
 

@@ -12,22 +12,6 @@ import TestSupport
 import XCTest
 
 final class SystemdUpgradeTests: XCTestCase {
-    private var repository: URL {
-        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-    }
-
-    /// The ```ini block of the README's upgrade section.
-    private func readmeUnit() throws -> String {
-        let readme = try String(contentsOf: repository.appendingPathComponent("README.md"), encoding: .utf8)
-        let lines = readme.components(separatedBy: "\n")
-        guard let section = lines.firstIndex(of: "## Upgrades without a dropped connection"),
-              let open = lines[section...].firstIndex(of: "```ini"),
-              let close = lines[(open + 1)...].firstIndex(of: "```") else {
-            throw TestSupportError("README.md has no ```ini unit under '## Upgrades without a dropped connection'")
-        }
-        return lines[(open + 1)..<close].map { $0 + "\n" }.joined()
-    }
-
     private func config(port: UInt16, tlsPort: UInt16, pem: String, servers: [HTTPTestServer], extraPort: UInt16? = nil) -> String {
         var text = """
             global
@@ -107,7 +91,7 @@ final class SystemdUpgradeTests: XCTestCase {
         try FileManager.default.copyItem(atPath: built, toPath: installed)
         let file = try directory.write(config(port: port, tlsPort: tlsPort, pem: certificate.pemPath, servers: servers), to: "balancerd.cfg")
         let log = directory.file("balancerd.log")
-        let unit = try readmeUnit()
+        let unit = try readmeCodeBlock("ini", under: "## Upgrades without a dropped connection")
             .replacingOccurrences(of: "/usr/local/bin/balancerd", with: installed)
             .replacingOccurrences(of: "/etc/balancerd/balancerd.cfg", with: file)
         XCTAssertTrue(unit.contains("Type=notify") && unit.contains("ExecReload="), unit)

@@ -7,7 +7,7 @@ import Foundation
 import Glibc
 
 /// The package root, found from this file's path (Tests/TestSupport/ProcessMemory.swift).
-func packageRoot() -> String {
+public func packageRoot() -> String {
     URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
 }
 
