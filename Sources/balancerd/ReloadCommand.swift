@@ -17,41 +17,27 @@ enum ReloadCommand {
             return 1
         }
         defer { Posix.close(fd) }
-        let request = Array("reload\n".utf8)
-        guard request.withUnsafeBytes({ Glibc.write(fd, $0.baseAddress, $0.count) }) == request.count else {
-            ControlLog.line("balancerd: reload: cannot write to \(socket): \(Errno(rawValue: errno))")
+        var answer: [UInt8] = []
+        do {
+            try UnixSocket.send(fd, bytes: Array("reload\n".utf8))
+            // The server closes the connection after its answer.
+            while case let part = try UnixSocket.receive(fd, count: 4096).bytes, !part.isEmpty {
+                answer += part
+            }
+        } catch {
+            ControlLog.line("balancerd: reload: no answer from \(socket): \(error)")
             return 1
         }
-        var answer: [UInt8] = []
-        var buffer = [UInt8](repeating: 0, count: 4096)
-        while true {
-            let n = buffer.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
-            if n > 0 { answer += buffer[..<n]; continue }
-            if n < 0 && errno == EINTR { continue }
-            if n < 0 {
-                ControlLog.line("balancerd: reload: no answer from \(socket): \(Errno(rawValue: errno))")
-                return 1
-            }
-            break
-        }
         let text = String(decoding: answer, as: UTF8.self)
-        var lines = text.split(separator: "\n", omittingEmptySubsequences: false)
+        var lines = text.split(separator: "\n")
         let status = lines.first.map(String.init) ?? ""
         if let separator = lines.firstIndex(of: "--") { lines.removeSubrange(...separator) }
-        let message = lines.joined(separator: "\n").trimmingTrailingNewlines
+        let message = lines.joined(separator: "\n")
         if status == "Success=1" {
             if !message.isEmpty { print(message) }
             return 0
         }
         ControlLog.line(message.isEmpty ? "balancerd: reload: unexpected answer from \(socket): \(text)" : message)
         return 1
-    }
-}
-
-private extension String {
-    var trimmingTrailingNewlines: String {
-        var text = self
-        while text.hasSuffix("\n") { text.removeLast() }
-        return text
     }
 }
