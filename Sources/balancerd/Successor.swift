@@ -35,15 +35,21 @@ final class Successor: Sendable {
         case tookOver(pid: Int32)
         case failed(String)
 
+        /// What happened, in one line: the log line, and the answer's last line.
+        var message: String {
+            switch self {
+            case .tookOver(let pid):
+                return "balancerd: reload: pid \(pid) took the listeners; pid \(Posix.processID()) finishes its connections and exits"
+            case .failed(let reason):
+                return "balancerd: reload failed: \(reason); pid \(Posix.processID()) keeps serving"
+            }
+        }
+
         /// The answer of the Runtime API's `reload`, in haproxy 2.7's master CLI form:
         /// `Success=1` or `Success=0`, `--`, then what happened.
         var answer: String {
-            switch self {
-            case .tookOver(let pid):
-                return "Success=1\n--\nbalancerd: pid \(pid) took the listeners; pid \(Posix.processID()) finishes its connections and exits\n"
-            case .failed(let reason):
-                return "Success=0\n--\nbalancerd: reload failed: \(reason); pid \(Posix.processID()) keeps serving\n"
-            }
+            if case .tookOver = self { return "Success=1\n--\n\(message)\n" }
+            return "Success=0\n--\n\(message)\n"
         }
     }
 

@@ -204,11 +204,8 @@ let successor = Successor(commandLine: CommandLine.arguments,
 @Sendable func startSuccessor(_ answer: @escaping @Sendable (Successor.Outcome) -> Void) {
     SystemdNotify.send("RELOADING=1", "STATUS=starting a new process")
     successor.start { outcome in
-        switch outcome {
-        case .tookOver(let pid):
-            ControlLog.line("balancerd: reload: pid \(pid) took the listeners")
-        case .failed(let reason):
-            ControlLog.line("balancerd: reload failed: \(reason); this process keeps serving")
+        ControlLog.line(outcome.message)
+        if case .failed(let reason) = outcome {
             SystemdNotify.send("READY=1", "STATUS=reload failed: \(reason)")
         }
         answer(outcome)
@@ -253,6 +250,11 @@ if let handover {
     }
 } else {
     // A process that took over says nothing: the old one tells systemd (MAINPID).
+    notifyReady()
+}
+
+/// systemd's READY=1, at start and after each SIGHUP, with what is listening now.
+func notifyReady() {
     SystemdNotify.send("READY=1", "STATUS=listening on \(proxy.boundAddresses.count) address(es)")
 }
 
@@ -264,7 +266,7 @@ while true {
         startSuccessor { _ in }
     case SIGHUP:
         SystemdNotify.send("RELOADING=1", "STATUS=re-reading the configuration")
-        defer { SystemdNotify.send("READY=1", "STATUS=listening on \(proxy.boundAddresses.count) address(es)") }
+        defer { notifyReady() }
         guard let path = options.configPath else {
             // Without a file, the certificates of --tls-cert are what a reload can change.
             if proxy.configuration.frontends.contains(where: { !$0.tls.isEmpty }) {
