@@ -14,9 +14,13 @@ final class ConsulFaultTests: XCTestCase {
     func testConsul500s() throws { try checkFault("500", seconds: 2, reason: "HTTP 500: rpc error: No cluster leader") }
     func testConsulAnswerThatIsNotJSON() throws { try checkFault("badjson", seconds: 2, reason: "not the JSON expected") }
     func testConsulAnswerCutShort() throws { try checkFault("truncated", seconds: 2, reason: "incomplete response") }
-    /// Held for 4 s, longer than the read timeout of a blocking query (wait 1 s → 1.06 s +
-    /// the 0.7 s margin): two queries at least time out.
-    func testConsulAnswerSlowerThanTheReadTimeout() throws { try checkFault("slow", seconds: 4, reason: "no response within") }
+    /// Held for 5 s, against a read timeout of 1.76 s for a blocking query (wait 1 s → 1.06 s +
+    /// the 0.7 s margin). The query under way times out at about 1.7 s; its retry arrives
+    /// within 0.1 s, times out at about 3.5 s, and the next one arrives within 0.2 s more
+    /// (the backoff doubles). Queries are counted 0.3 s before the end: at 4 s (as this
+    /// test once held it) the second retry landed 0.1 s before the count at best, and
+    /// after it on a slow CI machine; at 5 s it has a second to spare.
+    func testConsulAnswerSlowerThanTheReadTimeout() throws { try checkFault("slow", seconds: 5, reason: "no response within") }
     /// Consul's blocking-query rules: an index must be > 0; a 0 is a bug of the server (or
     /// of something in between), and trusting it would turn the loop into a busy one. The
     /// answer is not used, and the next query after a good one is a blocking one again.
