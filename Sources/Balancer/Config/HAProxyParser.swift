@@ -292,6 +292,11 @@ extension HAProxyParser {
         var statsAdmin = false
         /// `acl`, `use_backend`, `http-request` lines, and the lines they came from.
         var routing = FrontendRouting()
+        /// Where each ACL name is in `routing.acls`: a section of thousands of rules would
+        /// otherwise search (and build a set of) every name once per line, quadratic in
+        /// the rules (3,000 host rules took 1.2 s to parse).
+        var aclIndex: [String: Int] = [:]
+        var aclNames: Set<String> = []
         var routingLines: [Int] = []
         /// `discovery consul URL routes ...` (frontend side) and its line.
         var routes: (config: RouteDiscoveryConfig, line: Int)?
@@ -350,8 +355,11 @@ extension HAProxyParser {
                 defer { defaults = current }
                 try handleProxyKeyword(words, line: line, kind: .defaults, label: "defaults section", settings: &current)
             case .frontend, .backend, .listen:
-                // Same as above for the proxy being read.
+                // Same as above for the proxy being read. Moved out, not copied: with
+                // `proxy` still holding them, its arrays would be copied whole by every
+                // append, which made a section of thousands of rules quadratic.
                 var current = proxy!
+                proxy = nil
                 defer { proxy = current }
                 try handleProxyLine(words, line: line, proxy: &current)
             }
@@ -690,16 +698,18 @@ extension HAProxyParser {
                         throw ACLGrammar.Failure("acl", "invalid ACL name '\(name)' (letters, digits, '-', '_', '.' and ':' only)")
                     }
                     let test = try ACLGrammar.test(words[2...], keyword: "acl")
-                    if let i = proxy.routing.acls.firstIndex(where: { $0.name == name }) {
+                    if let i = proxy.aclIndex[name] {
                         proxy.routing.acls[i].tests.append(test)   // same name: ORed, as in haproxy
                     } else {
+                        proxy.aclIndex[name] = proxy.routing.acls.count
+                        proxy.aclNames.insert(name)
                         proxy.routing.acls.append(ACL(name: name, tests: [test]))
                     }
                 case "use_backend":
-                    proxy.routing.useBackend.append(try ACLGrammar.useBackend(words, known: Set(proxy.routing.acls.map(\.name))))
+                    proxy.routing.useBackend.append(try ACLGrammar.useBackend(words, known: proxy.aclNames))
                     proxy.useBackendLines.append(line)
                 default:
-                    proxy.routing.requestRules.append(try ACLGrammar.httpRequest(words, known: Set(proxy.routing.acls.map(\.name))))
+                    proxy.routing.requestRules.append(try ACLGrammar.httpRequest(words, known: proxy.aclNames))
                 }
             } catch {
                 throw self.error(line, error.keyword, error.message)
