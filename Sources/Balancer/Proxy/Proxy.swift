@@ -59,7 +59,7 @@ public final class Proxy: @unchecked Sendable {
     let shared: ProxyShared
     /// The frontends serving now, in the file's order (a removed or replaced version may
     /// still have sessions: `PublishState.frontends` keeps every slot).
-    var frontends: [FrontendRuntime] { publishLock.withLock { s in s.live.map { s.frontends[$0] } } }
+    var frontends: [FrontendRuntime] { publishLock.withLock { s in s.live.compactMap { s.frontends[$0] } } }
     /// Every backend's counters, by index. Grows when publishRoutes creates a backend.
     var backendCounters: [BackendCounters] { publishLock.withLock { $0.counters } }
     private(set) var workers: [ProxyWorker] = []
@@ -96,7 +96,9 @@ public final class Proxy: @unchecked Sendable {
         var counters: [BackendCounters] = []
         /// Every frontend version by slot (FrontendRuntime.index); slots only grow, as the
         /// loops' per-frontend arrays do. `live` lists the slots serving now, in file order.
-        var frontends: [FrontendRuntime] = []
+        /// A slot a reload retired is nil here (its sessions hold their version; the loops
+        /// release theirs when the last one ends: ProxyWorker.retire).
+        var frontends: [FrontendRuntime?] = []
         var live: [Int] = []
         /// Per frontend slot: its routing table and the routes discovery last published.
         var routing: [RoutingTable] = []
@@ -425,7 +427,7 @@ public final class Proxy: @unchecked Sendable {
     public func liveConfiguration() -> Configuration {
         var live = configuration
         let (configs, tables, routing, frontends) = publishLock.withLock { s in
-            (s.backendConfigs, s.tables, s.routing, s.live.map { s.frontends[$0] })
+            (s.backendConfigs, s.tables, s.routing, s.live.compactMap { s.frontends[$0] })
         }
         // Discovered routes follow the file's use_backend rules, as they are evaluated.
         live.frontends = frontends.map { frontend in

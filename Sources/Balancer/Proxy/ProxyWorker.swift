@@ -4,9 +4,14 @@
 final class ProxyWorker: @unchecked Sendable {
     let loop: EventLoop
     let shared: ProxyShared
-    /// Every frontend version by slot (FrontendRuntime.index), removed ones included:
-    /// their sessions may still run. Grows (by a task) when a reload adds or changes one.
-    private(set) var frontends: [FrontendRuntime]
+    /// Every frontend version by slot (FrontendRuntime.index), retired ones included while
+    /// their sessions run. Grows (by a task) when a reload adds or changes one; a retired
+    /// version's entry becomes nil once its last session on this loop ends (release).
+    private(set) var frontends: [FrontendRuntime?]
+    /// Per slot: the client connections of that version open on this loop.
+    private var sessionsBySlot: [Int]
+    /// Slots a reload retired that still have sessions here: released when the last ends.
+    private var retiring: Set<Int> = []
     /// Counters per backend; grows (by a task) when publishRoutes creates a backend.
     private(set) var backendCounters: [BackendCounters]
     /// This loop's view of each backend's current table. Replaced by a task posted from
@@ -71,6 +76,7 @@ final class ProxyWorker: @unchecked Sendable {
         scratch.reserveCapacity(4096)
         self.shared = shared
         self.frontends = frontends
+        self.sessionsBySlot = frontends.map { _ in 0 }
         self.backendCounters = backendCounters
         self.tables = tables
         loop.endOfIteration = { [unowned self] in
@@ -93,7 +99,7 @@ final class ProxyWorker: @unchecked Sendable {
         guard index < tables.count, table.generation > tables[index].generation else { return }
         tables[index] = table
         idlePool.tableChanged(backend: index, to: table)
-        for frontend in frontends {
+        for case let frontend? in frontends {
             httpSettings[frontend.index][index] = HTTPSessionSettings(frontend: frontend.config, backend: table.settings)
         }
     }
@@ -107,7 +113,7 @@ final class ProxyWorker: @unchecked Sendable {
             tables.append(all[index])
             backendCounters.append(counters[index])
             idlePool.addBackend(all[index])
-            for frontend in frontends {
+            for case let frontend? in frontends {
                 httpSettings[frontend.index].append(HTTPSessionSettings(frontend: frontend.config, backend: all[index].settings))
             }
         }
@@ -127,14 +133,36 @@ final class ProxyWorker: @unchecked Sendable {
 
     /// Takes the frontend slots this loop does not have yet (a task from Proxy.reload),
     /// with their routing tables and session settings. Slots only grow, as backends do.
-    func addFrontends(_ all: [FrontendRuntime], routing tables: [RoutingTable]) {
+    func addFrontends(_ all: [FrontendRuntime?], routing tables: [RoutingTable]) {
         guard all.count > frontends.count else { return }
         for index in frontends.count..<all.count {
             frontends.append(all[index])
+            sessionsBySlot.append(0)
             let early = earlyRouting.removeValue(forKey: index)
             routing.append(early.map { $0.generation > tables[index].generation ? $0 : tables[index] } ?? tables[index])
-            httpSettings.append(self.tables.map { HTTPSessionSettings(frontend: all[index].config, backend: $0.settings) })
+            httpSettings.append(all[index].map { f in self.tables.map { HTTPSessionSettings(frontend: f.config, backend: $0.settings) } } ?? [])
         }
+    }
+
+    /// Frontend versions a reload replaced or removed (a task from Proxy.reload, after
+    /// the listener changes, so no listener of this loop gives them connections any more).
+    /// Each is released here at once, or when its last session on this loop ends: a
+    /// version's configuration, compiled routing and session settings are kept only while
+    /// a connection may still use them, so that reload after reload does not pile them up.
+    func retire(_ slots: [Int]) {
+        for slot in slots where slot < frontends.count && frontends[slot] != nil {
+            if sessionsBySlot[slot] == 0 { release(slot) } else { retiring.insert(slot) }
+        }
+    }
+
+    /// The slot itself stays (slots are never reused, so indexes held elsewhere stay
+    /// valid); what it held goes.
+    private func release(_ slot: Int) {
+        retiring.remove(slot)
+        frontends[slot] = nil
+        routing[slot] = RoutingTable.released
+        httpSettings[slot] = []
+        earlyRouting[slot] = nil
     }
 
     /// Applies a reload's listener changes on this loop, in one task so that a connection
@@ -202,6 +230,7 @@ final class ProxyWorker: @unchecked Sendable {
         }
         frontend.counters.maxCurrent.raiseMaximum(to: frontend.counters.current.add(1, ordering: .relaxed).newValue)
         frontend.counters.total.add(1, ordering: .relaxed)
+        sessionsBySlot[frontend.index] += 1
         switch frontend.config.mode {
         case .tcp:
             let session = TCPSession(worker: self, client: client, peer: peer, frontend: frontend,
@@ -218,6 +247,8 @@ final class ProxyWorker: @unchecked Sendable {
     /// failed never was a session (no log line, as in HTTP mode).
     func connectionClosed(frontend: FrontendRuntime, loop: EventLoop) {
         frontend.counters.current.wrappingSubtract(1, ordering: .relaxed)
+        sessionsBySlot[frontend.index] -= 1
+        if sessionsBySlot[frontend.index] == 0 && retiring.contains(frontend.index) { release(frontend.index) }
         releaseSlot(loop: loop)
     }
 

@@ -68,7 +68,7 @@ final class PipeBudget: Sendable {
 public final class FrontendRuntime: Sendable {
     /// Its slot in the proxy's and the loops' per-frontend arrays. Slots are never reused,
     /// so a session of a frontend removed or changed by a reload still finds its routing
-    /// and settings there.
+    /// and settings there (released when the last such session ends).
     public let index: Int
     public let config: Frontend
     let nameBytes: [UInt8]

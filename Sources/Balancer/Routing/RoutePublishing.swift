@@ -56,8 +56,8 @@ extension Proxy: RoutePublisher {
         // 3. The routing table, of the frontend's version serving now: a reload may have
         // replaced it since (it carries the routes over under this same lock).
         let installed: (RoutingTable, Int)? = publishLock.withLock { state in
-            guard let f = state.live.first(where: { state.frontends[$0].config.name == name }) else { return nil }
-            let frontend = state.frontends[f]
+            guard let f = state.live.first(where: { state.frontends[$0]?.config.name == name }),
+                  let frontend = state.frontends[f] else { return nil }
             guard state.routes[f] != routes else { return nil }
             let names = Dictionary(state.backendConfigs.enumerated().map { ($1.name, $0) }, uniquingKeysWith: { a, _ in a })
             let table = RoutingTable(generation: state.routing[f].generation + 1, routing: frontend.config.routing,

@@ -149,6 +149,11 @@ public final class RoutingTable: Sendable {
     /// Nothing to evaluate: every request goes to the default backend.
     let trivial: Bool
 
+    /// What the slot of a frontend version that a reload retired holds once its last
+    /// connection ended (ProxyWorker.release, Proxy.installFrontends): nothing.
+    static let released = RoutingTable(generation: 0, routing: FrontendRouting(), routes: [], defaultBackend: -1,
+                                       backendIndex: { _ in nil })
+
     /// `backendIndex` resolves backend names; the parser and `publishRoutes` made sure
     /// every name resolves.
     init(generation: UInt64, routing: FrontendRouting, routes: [ServiceRoute], defaultBackend: Int,
