@@ -111,8 +111,7 @@ final class AllocationTests: XCTestCase {
             \(routed ? Self.routedSections(nginx.address) : "listen main\n    bind 127.0.0.1:0\n    server web \(nginx.address)\n")
             """)
         addTeardownBlock { config.directory.remove() }
-        let balancer = try BalancerdProcess(arguments: ["--config", config.path], binary: binary, environment: counter.environment)
-        addTeardownBlock { balancer.stop(timeout: 3) }
+        let balancer = supervise(try BalancerdProcess(arguments: ["--config", config.path], binary: binary, environment: counter.environment))
         let port = try balancer.port()
         // The counter is mapped by the library's constructor, before main: the file exists.
         _ = try counter.allocations()

@@ -116,8 +116,7 @@ final class ConfigCorpusTests: XCTestCase {
         let server = try startStampServers(["only"])[0]
         for arguments in [["--listen", "127.0.0.1:0", "--server", "127.0.0.1:\(server.port)"],
                           ["--demo", "--listen", "127.0.0.1:0"]] {
-            let balancer = try BalancerdProcess(arguments: arguments)
-            addTeardownBlock { balancer.stop(timeout: 3) }
+            let balancer = supervise(try BalancerdProcess(arguments: arguments))
             _ = try balancer.port()
             XCTAssertEqual(balancer.stderrLines.filter { $0.contains("warning") || $0.contains("limit") }, [],
                            "\(arguments): \(balancer.lines.joined(separator: "\n"))")

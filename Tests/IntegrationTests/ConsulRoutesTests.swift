@@ -104,8 +104,7 @@ final class ConsulRoutesTests: XCTestCase {
         let backends = try (0..<5).map { try stamp("svc\($0)") }
         var balancers: [(BalancerdProcess, UInt16)] = []
         for i in 0..<3 {
-            let balancer = try BalancerdProcess(arguments: routesArguments(consul, extra: ["--stats", "127.0.0.1:0", "--consul-token", "instance-\(i)"]) + ["--quiet"])
-            addTeardownBlock { balancer.stop(timeout: 3) }
+            let balancer = supervise(try BalancerdProcess(arguments: routesArguments(consul, extra: ["--stats", "127.0.0.1:0", "--consul-token", "instance-\(i)"]) + ["--quiet"]))
             balancers.append((balancer, try balancer.statsPort()))
         }
         // The burst: 50 changes over 5 services and 10 instance ids, seeded so it repeats.

@@ -39,14 +39,11 @@ final class DescriptorExhaustionTests: XCTestCase {
         let servers = try startStampServers(["s1", "s2"], holdOpen: true)
         let config = try TempConfigFile(listenConfig(servers: servers))
         addTeardownBlock { config.directory.remove() }
-        armWatchdog()
         // The shell sets the limit (soft and hard) and becomes balancerd: the pid is balancerd's.
-        let balancer = try BalancerdProcess(
+        let balancer = supervise(try BalancerdProcess(
             arguments: ["-c", "ulimit -n \(limit) && exec \"$0\" \"$@\"", try BalancerdProcess.binaryPath(),
                         "--config", config.path, "--threads", "1"],
-            binary: "/bin/sh")
-        addTeardownBlock { balancer.stop(timeout: 3) }
-        Watchdog.current?.onFire { balancer.kill() }
+            binary: "/bin/sh"))
         let port = try balancer.port()
         // One client served and gone first: what balancerd holds idle after that (the
         // loop's spare descriptor included) is the baseline.

@@ -293,9 +293,8 @@ final class DiscoveryConsulTests: XCTestCase {
         let consul = try startConsul(token: Self.token)
         _ = try startRegistered(["s1", "s2"], in: consul)
         // /usr/bin/env sets the variable and execs balancerd: the pid is balancerd's.
-        let balancer = try BalancerdProcess(arguments: ["CONSUL_HTTP_TOKEN=\(Self.token)", try BalancerdProcess.binaryPath()] + consulArguments(consul),
-                                            binary: "/usr/bin/env")
-        addTeardownBlock { balancer.stop(timeout: 3) }
+        let balancer = supervise(try BalancerdProcess(arguments: ["CONSUL_HTTP_TOKEN=\(Self.token)", try BalancerdProcess.binaryPath()] + consulArguments(consul),
+                                                      binary: "/usr/bin/env"))
         let port = try balancer.port()
         try waitForFirstTable(balancer, servers: ["s1", "s2"], port: port)
         assertRotation(try servedNames(port: port, count: 4, balancer: balancer), of: ["s1", "s2"])
@@ -328,9 +327,8 @@ final class DiscoveryConsulTests: XCTestCase {
         let consul = try startConsul(token: Self.token)
         _ = try startRegistered(["s1", "s2"], in: consul)
         // Without the environment's token either, should the test runner have one.
-        let balancer = try BalancerdProcess(arguments: ["-u", "CONSUL_HTTP_TOKEN", try BalancerdProcess.binaryPath()] + consulArguments(consul),
-                                            binary: "/usr/bin/env")
-        addTeardownBlock { balancer.stop(timeout: 3) }
+        let balancer = supervise(try BalancerdProcess(arguments: ["-u", "CONSUL_HTTP_TOKEN", try BalancerdProcess.binaryPath()] + consulArguments(consul),
+                                                      binary: "/usr/bin/env"))
         let port = try balancer.port()
         let error = balancer.waitForLine(timeout: 5) { $0.hasPrefix("balancerd: consul: ") && $0.contains("403") }
         XCTAssertNotNil(error, "no consul error line\n\(tail(balancer))")

@@ -18,9 +18,8 @@ final class EmbeddingTests: XCTestCase {
             addTeardownBlock { server.stop() }
             return server
         }
-        let example = try BalancerdProcess(arguments: ["0", String(servers[0].port), String(servers[1].port)],
-                                           binary: try builtExecutablePath("EmbeddedExample"))
-        addTeardownBlock { example.stop(timeout: 3) }
+        let example = supervise(try BalancerdProcess(arguments: ["0", String(servers[0].port), String(servers[1].port)],
+                                                     binary: try builtExecutablePath("EmbeddedExample")))
 
         guard let line = example.waitForLine(containing: "balancing ", timeout: 10) else {
             return XCTFail("the example printed no 'balancing …' line\n\(example.outputText)")

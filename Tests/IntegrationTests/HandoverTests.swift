@@ -43,8 +43,7 @@ final class HandoverTests: XCTestCase {
     /// Starts balancerd with `arguments` and waits until it listens (and, with `-x`, until
     /// it told the old process to stop). Stopped when the test ends.
     private func start(_ arguments: [String], takeover: Bool = false, environment: [String: String] = [:]) throws -> BalancerdProcess {
-        let balancer = try BalancerdProcess(arguments: arguments, environment: environment)
-        addTeardownBlock { balancer.stop(timeout: 3) }
+        let balancer = supervise(try BalancerdProcess(arguments: arguments, environment: environment))
         _ = try balancer.port()
         if takeover {
             guard balancer.waitForLine(containing: "balancerd: handover done", timeout: 15) != nil else {
@@ -139,6 +138,7 @@ final class HandoverTests: XCTestCase {
         let binary = directory.file("balancerd")
         try FileManager.default.copyItem(atPath: try BalancerdProcess.binaryPath(), toPath: binary)
         let first = try BalancerdProcess(arguments: ["--config", file, "--grace", "5s"], binary: binary)
+        armWatchdog().onFire { first.kill() }   // its own teardown below stops it after its successors
         _ = try first.port()
         // The successors are the first process's children, and later orphans: stopped by
         // the pids they announce.

@@ -20,14 +20,21 @@ extension XCTestCase {
     /// returns the process and the port it listens on. Stopped (SIGTERM, then SIGKILL) when
     /// the test ends.
     func startBalancer(_ arguments: [String], frontend: String = "main") throws -> (BalancerdProcess, UInt16) {
-        let watchdog = armWatchdog()
-        let balancer = try BalancerdProcess(arguments: arguments)
-        addTeardownBlock { balancer.stop(timeout: 3) }
-        // A test stuck on a balancerd that crashed or wedged: killing it ends every
-        // connection to it, so the test's blocked reads return and it fails on its own.
-        watchdog.onFire { balancer.kill() }
+        let balancer = supervise(try BalancerdProcess(arguments: arguments))
         let port = try balancer.port(frontend: frontend)
         return (balancer, port)
+    }
+
+    /// A balancerd the test started: stopped (SIGTERM, then SIGKILL after `stopTimeout`)
+    /// when the test ends, and under the test's watchdog. A test stuck on a balancerd
+    /// that crashed or wedged: killing it ends every connection to it, so the test's
+    /// blocked reads return and it fails on its own instead of holding CI until its limit.
+    @discardableResult
+    func supervise(_ balancer: BalancerdProcess, stopTimeout: Double = 3) -> BalancerdProcess {
+        let watchdog = armWatchdog()
+        addTeardownBlock { balancer.stop(timeout: stopTimeout) }
+        watchdog.onFire { balancer.kill() }
+        return balancer
     }
 
     /// The time limit of the running test (see TestSupport's Watchdog), armed by the first

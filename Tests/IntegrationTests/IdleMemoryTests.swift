@@ -118,8 +118,7 @@ final class IdleMemoryTests: XCTestCase {
 
             """)
         addTeardownBlock { config.directory.remove() }
-        let balancer = try BalancerdProcess(arguments: ["--config", config.path, "--quiet"], binary: binary)
-        addTeardownBlock { balancer.stop(timeout: 5) }
+        let balancer = supervise(try BalancerdProcess(arguments: ["--config", config.path, "--quiet"], binary: binary), stopTimeout: 5)
         let port = try balancer.port()
         return MeasuredProxy(balancer: balancer, port: port, statsPort: try balancer.statsPort())
     }

@@ -24,8 +24,7 @@ final class RoundRobinTests: XCTestCase {
     /// The startup line names the frontend, its real address and the server table.
     func testStartupLineDescribesTheTable() throws {
         let servers = try startStampServers(["s1", "s2"])
-        let balancer = try BalancerdProcess(arguments: flagArguments(servers: [servers[0].address, servers[1].address + ",weight=3"], extra: ["--threads", "2"]))
-        addTeardownBlock { balancer.stop(timeout: 3) }
+        let balancer = supervise(try BalancerdProcess(arguments: flagArguments(servers: [servers[0].address, servers[1].address + ",weight=3"], extra: ["--threads", "2"])))
         let address = try balancer.listenAddress(frontend: "main")
         XCTAssertEqual(address.host, "127.0.0.1")
         XCTAssertNotEqual(address.port, 0, "addr= must show the port actually bound, not :0")

@@ -51,8 +51,7 @@ final class StatsAdminConfigTests: XCTestCase {
                 stats admin if TRUE
 
             """, to: "stats.cfg")
-        let balancer = try BalancerdProcess(arguments: ["--config", config])
-        defer { balancer.stop(timeout: 3) }
+        let balancer = supervise(try BalancerdProcess(arguments: ["--config", config]))
         let port = try balancer.port(frontend: "main")
         let statsPort = try balancer.statsPort()
         XCTAssertEqual(Set(try served(port, count: 4)), ["s1", "s2"])

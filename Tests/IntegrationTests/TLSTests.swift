@@ -389,8 +389,7 @@ final class TLSTests: XCTestCase {
                 stats enable
                 stats uri /
             """)
-        let balancer = try BalancerdProcess(arguments: ["--config", config.path, "--quiet"], binary: try releaseBalancerdPath())
-        addTeardownBlock { balancer.stop(timeout: 5) }
+        let balancer = supervise(try BalancerdProcess(arguments: ["--config", config.path, "--quiet"], binary: try releaseBalancerdPath()), stopTimeout: 5)
         let port = try balancer.port()
         let statsPort = try balancer.statsPort()
         func current() -> Int? { (try? StatsPage.fetch(port: statsPort))?.frontends["main"]?.current }
