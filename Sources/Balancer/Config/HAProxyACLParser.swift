@@ -63,8 +63,9 @@ enum ACLGrammar {
     }
 
     /// `[!]NAME`, `[!]{ TEST }`, `||`/`or`: the words after `if` or `unless`. Names must
-    /// be defined above the line, as haproxy requires.
-    static func condition(_ words: ArraySlice<String>, unless: Bool, known: Set<String>) throws(Failure) -> ACLCondition {
+    /// be defined above the line, as haproxy requires: `known` maps the ACLs defined so
+    /// far to their place in the section's list (only the names count here).
+    static func condition(_ words: ArraySlice<String>, unless: Bool, known: [String: Int]) throws(Failure) -> ACLCondition {
         let keyword = unless ? "unless" : "if"
         var alternatives: [[ACLTerm]] = [[]]
         var i = words.startIndex
@@ -93,7 +94,7 @@ enum ACLGrammar {
                 throw Failure("}", "'}' without a matching '{'")
             } else {
                 let name = String(word)
-                guard known.contains(name) else {
+                guard known[name] != nil else {
                     throw Failure(name, "no ACL named '\(name)' above this line")
                 }
                 alternatives[alternatives.count - 1].append(ACLTerm(.named(name), negated: negated))
@@ -107,14 +108,14 @@ enum ACLGrammar {
     }
 
     /// Splits `ARGS... [if|unless COND]` at the first `if`/`unless`.
-    static func split(_ words: ArraySlice<String>, known: Set<String>) throws(Failure) -> (ArraySlice<String>, ACLCondition?) {
+    static func split(_ words: ArraySlice<String>, known: [String: Int]) throws(Failure) -> (ArraySlice<String>, ACLCondition?) {
         guard let at = words.firstIndex(where: { $0 == "if" || $0 == "unless" }) else { return (words, nil) }
         let condition = try condition(words[(at + 1)...], unless: words[at] == "unless", known: known)
         return (words[..<at], condition)
     }
 
     /// `use_backend NAME [if|unless COND]`.
-    static func useBackend(_ words: [String], known: Set<String>) throws(Failure) -> UseBackendRule {
+    static func useBackend(_ words: [String], known: [String: Int]) throws(Failure) -> UseBackendRule {
         let (arguments, condition) = try split(words.dropFirst(), known: known)
         guard let name = arguments.first else { throw Failure("use_backend", "missing backend name") }
         if name.contains("%[") {
@@ -131,7 +132,7 @@ enum ACLGrammar {
     static let redirectCodes: Set<Int> = [301, 302, 303, 307, 308]
 
     /// `http-request ACTION ARGS... [if|unless COND]`.
-    static func httpRequest(_ words: [String], known: Set<String>) throws(Failure) -> HTTPRequestRule {
+    static func httpRequest(_ words: [String], known: [String: Int]) throws(Failure) -> HTTPRequestRule {
         guard words.count >= 2 else { throw Failure("http-request", "missing action") }
         let action = words[1]
         let keyword = "http-request \(action)"

@@ -292,11 +292,10 @@ extension HAProxyParser {
         var statsAdmin = false
         /// `acl`, `use_backend`, `http-request` lines, and the lines they came from.
         var routing = FrontendRouting()
-        /// Where each ACL name is in `routing.acls`: a section of thousands of rules would
-        /// otherwise search (and build a set of) every name once per line, quadratic in
-        /// the rules (3,000 host rules took 1.2 s to parse).
+        /// Where each ACL name is in `routing.acls`, and the names a condition may use: a
+        /// section of thousands of rules would otherwise search (and build a set of) every
+        /// name once per line, quadratic in the rules (3,000 host rules took 1.2 s to parse).
         var aclIndex: [String: Int] = [:]
-        var aclNames: Set<String> = []
         var routingLines: [Int] = []
         /// `discovery consul URL routes ...` (frontend side) and its line.
         var routes: (config: RouteDiscoveryConfig, line: Int)?
@@ -702,14 +701,13 @@ extension HAProxyParser {
                         proxy.routing.acls[i].tests.append(test)   // same name: ORed, as in haproxy
                     } else {
                         proxy.aclIndex[name] = proxy.routing.acls.count
-                        proxy.aclNames.insert(name)
                         proxy.routing.acls.append(ACL(name: name, tests: [test]))
                     }
                 case "use_backend":
-                    proxy.routing.useBackend.append(try ACLGrammar.useBackend(words, known: proxy.aclNames))
+                    proxy.routing.useBackend.append(try ACLGrammar.useBackend(words, known: proxy.aclIndex))
                     proxy.useBackendLines.append(line)
                 default:
-                    proxy.routing.requestRules.append(try ACLGrammar.httpRequest(words, known: proxy.aclNames))
+                    proxy.routing.requestRules.append(try ACLGrammar.httpRequest(words, known: proxy.aclIndex))
                 }
             } catch {
                 throw self.error(line, error.keyword, error.message)
